@@ -1,0 +1,5 @@
+"""`cef audit` commands."""
+
+import typer
+
+app = typer.Typer(help="audit", no_args_is_help=True)

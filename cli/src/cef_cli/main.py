@@ -1,0 +1,52 @@
+"""The `cef` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cef_cli import audit, invoices, keys, reference
+from cef_cli.common import SERVICES, DataDirOption, out
+from cef_cli.up import up
+
+app = typer.Typer(help="Controlled Environment for Finance: run, feed and inspect the CEF.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+app.command("up")(up)
+app.add_typer(reference.app, name="reference")
+app.add_typer(keys.app, name="keys")
+app.add_typer(audit.app, name="audit")
+invoices.register(app)
+
+
+@app.command()
+def token(
+    scope: Annotated[str, typer.Option(help="Space-separated scopes, e.g. 'invoices:submit'.")],
+    org: Annotated[str | None, typer.Option(help="ODS code of the caller's organisation.")] = None,
+    sub: Annotated[str, typer.Option(help="Who the token is for.")] = "developer",
+    aud: Annotated[str, typer.Option(help=f"The service it is for: one of {', '.join(SERVICES)}.")] = "cef-api",
+    data_dir: DataDirOption = Path("var"),
+) -> None:
+    """Print a token from the development issuer of `cef up` (the last line of the output)."""
+    from cef_cli.common import fail, local_token
+
+    if aud not in SERVICES:
+        fail(f"--aud must be one of {', '.join(SERVICES)}")
+    out.print(local_token(data_dir, scope=scope, audience=aud, org=org, sub=sub), soft_wrap=True, highlight=False)
+
+
+@app.command()
+def migrate(
+    service: Annotated[list[str] | None, typer.Option(help="Only this service (repeatable).")] = None,
+    data_dir: DataDirOption = Path("var"),
+) -> None:
+    """Apply each service's database migrations (settings from the environment)."""
+    from cef_cli.up import _services
+    from cef_common import db
+
+    for run in _services(data_dir):
+        if service and run.name not in service:
+            continue
+        db.upgrade(run.migrations, run.settings.effective_database_url)
+        out.print(f"{run.name}: migrated to head")

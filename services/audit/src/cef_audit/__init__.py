@@ -1,0 +1,1 @@
+"""cef_audit package."""

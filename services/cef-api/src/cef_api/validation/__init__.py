@@ -1,0 +1,1 @@
+"""The validation engine: every rule of validation-rules.md as a named, tested unit."""

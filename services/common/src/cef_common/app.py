@@ -1,0 +1,222 @@
+"""The shape every service shares: app factory, lifespan, middleware, health and readiness."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import structlog
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import ORJSONResponse
+from sqlalchemy import text
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cef_common import db
+from cef_common.audit import OutboxRelay
+from cef_common.auth import ServiceTokens, TokenVerifier
+from cef_common.context import accept_request_id, accept_traceparent, request_id_var, traceparent_var
+from cef_common.errors import PayloadTooLarge, install_error_handlers, problem_response
+from cef_common.http import make_client
+from cef_common.keys import load_signing_key
+from cef_common.logging import configure_logging
+from cef_common.settings import BaseServiceSettings
+
+log = structlog.get_logger("cef.access")
+
+
+class RequestContextMiddleware:
+    """Request id and trace context for every request, a body size limit, and one access line."""
+
+    def __init__(self, app: ASGIApp, *, default_limit: int, limits: Sequence[tuple[str, int]] = ()) -> None:
+        self.app = app
+        self.default_limit = default_limit
+        # Longest prefix first, so the most specific limit wins.
+        self.limits = sorted(limits, key=lambda pl: -len(pl[0]))
+
+    def _limit_for(self, path: str) -> int:
+        for prefix, limit in self.limits:
+            if path.startswith(prefix):
+                return limit
+        return self.default_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        rid = accept_request_id(headers.get("x-request-id"))
+        tp = accept_traceparent(headers.get("traceparent"))
+        rid_token = request_id_var.set(rid)
+        tp_token = traceparent_var.set(tp)
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        path: str = scope["path"]
+        limit = self._limit_for(path)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", rid.encode()),
+                    (b"traceparent", tp.encode()),
+                ]
+            await send(message)
+
+        try:
+            declared = headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                response = problem_response(
+                    status=413,
+                    code="payload-too-large",
+                    title="Payload too large",
+                    detail=f"the request body is {int(declared)} bytes; this endpoint accepts at most {limit}",
+                    instance=path,
+                )
+                await response(scope, receive, send_wrapper)
+                return
+            received = 0
+
+            async def limited_receive() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes for {path}")
+                return message
+
+            await self.app(scope, limited_receive, send_wrapper)
+        finally:
+            log.info(
+                "request",
+                method=scope.get("method"),
+                path=path,
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
+            structlog.contextvars.unbind_contextvars("request_id", "caller", "caller_org")
+            request_id_var.reset(rid_token)
+            traceparent_var.reset(tp_token)
+
+
+@dataclass
+class ServiceSpec:
+    """What a service tells the shared factory about itself."""
+
+    settings: BaseServiceSettings
+    title: str
+    description: str
+    migrations: Path
+    routers: list[APIRouter] = field(default_factory=list)
+    # Start the audit outbox relay towards this URL (producers only).
+    audit_url: str | None = None
+    # Extra start-up/shut-down for the service, entered inside the shared lifespan.
+    lifespan: Callable[[FastAPI], AbstractContextManager[Any]] | None = None
+    body_limits: list[tuple[str, int]] = field(default_factory=list)
+    version: str = "0.1.0"
+
+
+def _readiness(app: FastAPI, migrations: Path) -> tuple[bool, dict[str, Any]]:
+    checks: dict[str, Any] = {}
+    try:
+        with app.state.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # readiness must answer, whatever the failure
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+        return False, checks
+    head = db.head_revision(migrations)
+    current = db.current_revision(app.state.engine)
+    checks["migrations"] = "at head" if current == head else f"at {current}, head is {head}"
+    return current == head, checks
+
+
+def create_service_app(spec: ServiceSpec) -> FastAPI:
+    settings = spec.settings
+    configure_logging(level=settings.log_level, fmt=settings.log_format, service=settings.service_name)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = db.make_engine(settings.effective_database_url)
+        app.state.engine = engine
+        relay: OutboxRelay | None = None
+        if spec.audit_url:
+            tokens: ServiceTokens = app.state.service_tokens
+            relay = OutboxRelay(
+                engine,
+                lambda: make_client(
+                    spec.audit_url or "",
+                    token=lambda: tokens.token_for("audit", ["audit:write"]),
+                    connect_timeout=settings.http_connect_timeout,
+                    read_timeout=settings.http_read_timeout,
+                    retries=0,
+                ),
+            )
+            relay.start()
+        app.state.outbox_relay = relay
+        extra = spec.lifespan(app) if spec.lifespan else nullcontext()
+        with extra:
+            log.info("service_started", port=settings.port, environment=settings.environment)
+            try:
+                yield
+            finally:
+                if relay is not None:
+                    relay.stop()
+                engine.dispose()
+
+    app = FastAPI(
+        title=spec.title,
+        description=spec.description,
+        version=spec.version,
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    app.state.settings = settings
+    app.state.verifier = TokenVerifier.from_settings(settings)
+    app.state.service_tokens = ServiceTokens.from_settings(settings)
+    install_error_handlers(app)
+    app.add_middleware(
+        RequestContextMiddleware, default_limit=settings.max_body_bytes, limits=spec.body_limits
+    )
+
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": settings.service_name}
+
+    @app.get("/readyz", tags=["operations"], summary="The database is reachable and migrated to head")
+    def readyz(request: Request) -> Response:
+        ok, checks = _readiness(request.app, spec.migrations)
+        body = {"status": "ready" if ok else "not ready", "service": settings.service_name, "checks": checks}
+        return Response(orjson.dumps(body), status_code=200 if ok else 503, media_type="application/json")
+
+    @app.get("/.well-known/jwks.json", tags=["operations"], summary="This service's public signing keys")
+    def jwks() -> dict[str, Any]:
+        key = load_signing_key(settings.effective_signing_key_file, create=False)
+        return key.jwks()
+
+    for router in spec.routers:
+        app.include_router(router)
+    return app
+
+
+def peer_client(settings: BaseServiceSettings, tokens: ServiceTokens, *, base_url: str, audience: str,
+                scopes: Sequence[str], read_timeout: float | None = None) -> httpx.Client:
+    """A client for calling a peer service with this service's own short-lived token."""
+    return make_client(
+        base_url,
+        token=lambda: tokens.token_for(audience, scopes),
+        connect_timeout=settings.http_connect_timeout,
+        read_timeout=read_timeout or settings.http_read_timeout,
+        retries=settings.http_retries,
+    )

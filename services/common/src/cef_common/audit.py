@@ -1,0 +1,253 @@
+"""Audit events as producers build them, and the transactional outbox that delivers them.
+
+A producer writes each event to `audit_outbox` in its own database, in the same transaction as
+the change it records; `OutboxRelay` delivers them to the audit service in order, in batches,
+with retries, and marks them delivered. The audit service is idempotent by `event_id`, so a
+batch that is retried after a lost response is never stored twice."""
+
+from __future__ import annotations
+
+import random
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import httpx
+import sqlalchemy as sa
+import structlog
+from pydantic import BaseModel, Field
+from sqlalchemy import Engine
+from sqlmodel import Field as SQLField
+from sqlmodel import Session, SQLModel
+
+from cef_common.auth import Principal
+from cef_common.context import request_id_var
+
+log = structlog.get_logger(__name__)
+
+AuditAction = Literal["create", "read", "update", "delete", "execute"]
+AuditOutcome = Literal["success", "failure", "denied"]
+
+
+class AuditActor(BaseModel):
+    sub: str
+    org: str | None = None
+    client: str | None = None
+    issuer: str | None = None
+
+
+class AuditEntity(BaseModel):
+    type: str
+    id: str | None = None
+    count: int | None = None
+
+
+class AuditEventIn(BaseModel):
+    """An event as a producer submits it; the audit service adds seq, recorded_at and hashes."""
+
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    action: AuditAction
+    type: str = Field(min_length=1, max_length=100, description="e.g. invoice.submit, patient.detokenise")
+    subtype: str | None = Field(default=None, max_length=100)
+    outcome: AuditOutcome
+    actor: AuditActor
+    source: str = Field(min_length=1, max_length=50)
+    entity: AuditEntity | None = None
+    purpose: str | None = Field(default=None, max_length=1000)
+    request_id: str | None = Field(default=None, max_length=64)
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+def actor_of(principal: Principal | None) -> AuditActor:
+    if principal is None:
+        return AuditActor(sub="anonymous")
+    return AuditActor(sub=principal.sub, org=principal.org, client=principal.client, issuer=principal.issuer)
+
+
+def build_event(
+    *,
+    source: str,
+    action: AuditAction,
+    type: str,
+    outcome: AuditOutcome,
+    principal: Principal | None,
+    entity_type: str | None = None,
+    entity_id: str | None = None,
+    count: int | None = None,
+    purpose: str | None = None,
+    subtype: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEventIn:
+    entity = AuditEntity(type=entity_type, id=entity_id, count=count) if entity_type else None
+    return AuditEventIn(
+        action=action,
+        type=type,
+        subtype=subtype,
+        outcome=outcome,
+        actor=actor_of(principal),
+        source=source,
+        entity=entity,
+        purpose=purpose,
+        request_id=request_id_var.get(),
+        detail=detail or {},
+    )
+
+
+class AuditOutbox(SQLModel, table=True):
+    """Events waiting to reach the audit service (and, once delivered, a local record)."""
+
+    __tablename__ = "audit_outbox"
+
+    id: int | None = SQLField(default=None, primary_key=True)
+    event_id: str = SQLField(max_length=36, unique=True)
+    payload: str
+    created_at: datetime
+    delivered_at: datetime | None = SQLField(default=None, index=True)
+    attempts: int = 0
+
+
+def outbox_table_ddl() -> list[sa.Column[Any]]:
+    """Columns for the outbox table, for the producers' migrations."""
+    return [
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("event_id", sa.String(36), nullable=False, unique=True),
+        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True, index=True),
+        sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    ]
+
+
+def record_event(session: Session, event: AuditEventIn) -> None:
+    """Adds the event to the caller's transaction: it is durable exactly when the change is."""
+    session.add(
+        AuditOutbox(
+            event_id=str(event.event_id),
+            payload=event.model_dump_json(),
+            created_at=datetime.now(UTC),
+        )
+    )
+
+
+def record_events(session: Session, events: Sequence[AuditEventIn]) -> None:
+    for event in events:
+        record_event(session, event)
+
+
+class OutboxRelay:
+    """Delivers outbox rows to the audit service in order, in batches, with backoff."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        client_factory: Callable[[], httpx.Client],
+        *,
+        batch_size: int = 1000,
+        poll_interval: float = 1.0,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.engine = engine
+        self.client_factory = client_factory
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.max_backoff = max_backoff
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+        self.failures = 0
+
+    def _pending(self, session: Session) -> list[AuditOutbox]:
+        stmt = (
+            sa.select(AuditOutbox)
+            .where(AuditOutbox.delivered_at.is_(None))  # type: ignore[union-attr]
+            .order_by(AuditOutbox.id)  # type: ignore[arg-type]
+            .limit(self.batch_size)
+        )
+        return list(session.execute(stmt).scalars())
+
+    def pending_count(self) -> int:
+        with Session(self.engine) as session:
+            stmt = sa.select(sa.func.count()).select_from(AuditOutbox).where(
+                AuditOutbox.delivered_at.is_(None)  # type: ignore[union-attr]
+            )
+            return int(session.execute(stmt).scalar_one())
+
+    def deliver_once(self) -> int:
+        """Delivers one batch; returns how many were delivered (0 when none were pending)."""
+        with self._lock, Session(self.engine) as session:
+            rows = self._pending(session)
+            if not rows:
+                return 0
+            body = b'{"events":[' + b",".join(r.payload.encode() for r in rows) + b"]}"
+            if self._client is None:
+                self._client = self.client_factory()
+            try:
+                response = self._client.post(
+                    "/v1/events", content=body, headers={"Content-Type": "application/json"}
+                )
+                response.raise_for_status()
+            except httpx.HTTPError:
+                ids = [r.id for r in rows]
+                session.execute(
+                    sa.update(AuditOutbox)
+                    .where(AuditOutbox.id.in_(ids))  # type: ignore[union-attr]
+                    .values(attempts=AuditOutbox.attempts + 1)
+                )
+                session.commit()
+                raise
+            now = datetime.now(UTC)
+            session.execute(
+                sa.update(AuditOutbox)
+                .where(AuditOutbox.id.in_([r.id for r in rows]))  # type: ignore[union-attr]
+                .values(delivered_at=now)
+            )
+            session.commit()
+            return len(rows)
+
+    def drain(self) -> int:
+        """Delivers until nothing is pending (raises on the first failure)."""
+        total = 0
+        while n := self.deliver_once():
+            total += n
+        return total
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        backoff = self.poll_interval
+        while not self._stop.is_set():
+            try:
+                delivered = self.deliver_once()
+                self.failures = 0
+                backoff = self.poll_interval
+                if delivered >= self.batch_size:
+                    continue
+            except Exception as exc:  # the relay must outlive any failure
+                self.failures += 1
+                backoff = min(self.max_backoff, max(self.poll_interval, backoff * 2))
+                log.warning("audit_outbox_delivery_failed", error=type(exc).__name__, retry_in=round(backoff, 1))
+            self._wake.wait(random.uniform(backoff / 2, backoff))
+            self._wake.clear()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="audit-outbox-relay", daemon=True)
+        self._thread.start()
+
+    def stop(self, *, flush_timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=flush_timeout)
+        try:
+            self.drain()
+        except Exception as exc:  # what is left goes on next start
+            log.info("audit_outbox_left_pending", error=type(exc).__name__)
+        if self._client is not None:
+            self._client.close()
+

@@ -1,0 +1,336 @@
+"""Bearer-token authentication and scope authorisation; the only module that uses python-jose.
+
+Verification is deliberately narrow: an explicit allow-list of asymmetric algorithms, keys only
+from configured issuers, every registered claim required, tokens bounded in size."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import structlog
+from fastapi import Depends, Request
+from jose import jwk, jws, jwt
+from jose.exceptions import ExpiredSignatureError, JOSEError, JWTClaimsError
+
+from cef_common.errors import Forbidden, Unauthorized
+from cef_common.keys import SigningKey, load_signing_key
+from cef_common.settings import DEV_ISSUER, BaseServiceSettings, TrustedIssuer
+
+log = structlog.get_logger(__name__)
+
+MAX_TOKEN_BYTES = 8 * 1024
+ALLOWED_ALGORITHMS = frozenset({"ES256", "RS256"})
+_KTY_FOR_ALG = {"ES256": "EC", "RS256": "RSA"}
+UNKNOWN_KID_REFRESH_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, as established by a verified token."""
+
+    sub: str
+    issuer: str
+    scopes: frozenset[str]
+    org: str | None = None
+    client: str | None = None
+    token_id: str | None = None
+    claims: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def has(self, *scopes: str) -> bool:
+        return all(s in self.scopes for s in scopes)
+
+    def actor(self) -> dict[str, str | None]:
+        return {"sub": self.sub, "org": self.org, "client": self.client, "issuer": self.issuer}
+
+
+class JwksCache:
+    """Public keys of one issuer, cached; re-read when a token names a key id it does not know."""
+
+    def __init__(self, issuer: TrustedIssuer, *, ttl: float, fetch: Callable[[str], dict[str, Any]] | None = None):
+        self.issuer = issuer
+        self.ttl = ttl
+        self._fetch_url = fetch or _fetch_jwks_url
+        self._keys: dict[str, dict[str, Any]] = {}
+        self._loaded_at = 0.0
+        self._last_forced = 0.0
+        self._lock = threading.Lock()
+
+    def _load(self) -> None:
+        if self.issuer.jwks_file is not None:
+            data = json.loads(Path(self.issuer.jwks_file).read_text())
+        else:
+            assert self.issuer.jwks_url is not None
+            data = self._fetch_url(self.issuer.jwks_url)
+        keys = {}
+        for k in data.get("keys", []):
+            if isinstance(k, dict) and "kid" in k:
+                keys[str(k["kid"])] = k
+        self._keys = keys
+        self._loaded_at = time.monotonic()
+
+    def key(self, kid: str) -> dict[str, Any] | None:
+        with self._lock:
+            now = time.monotonic()
+            try:
+                if not self._keys or now - self._loaded_at > self.ttl:
+                    self._load()
+                elif kid not in self._keys and now - self._last_forced > UNKNOWN_KID_REFRESH_SECONDS:
+                    self._last_forced = now
+                    self._load()
+            except (OSError, ValueError, httpx.HTTPError) as exc:
+                log.warning("jwks_unavailable", issuer=self.issuer.issuer, error=type(exc).__name__)
+                if not self._keys:
+                    return None
+            return self._keys.get(kid)
+
+
+def _fetch_jwks_url(url: str) -> dict[str, Any]:
+    r = httpx.get(url, timeout=5.0)
+    r.raise_for_status()
+    data = r.json()
+    if not isinstance(data, dict):
+        raise ValueError("JWKS is not an object")
+    return data
+
+
+class TokenVerifier:
+    """Verifies bearer tokens addressed to one audience (this service)."""
+
+    def __init__(
+        self,
+        *,
+        audience: str,
+        issuers: Iterable[TrustedIssuer],
+        leeway: int = 30,
+        jwks_ttl: float = 300,
+        fetch: Callable[[str], dict[str, Any]] | None = None,
+    ) -> None:
+        self.audience = audience
+        self.leeway = leeway
+        self._issuers = {i.issuer: i for i in issuers}
+        self._caches = {name: JwksCache(i, ttl=jwks_ttl, fetch=fetch) for name, i in self._issuers.items()}
+
+    @classmethod
+    def from_settings(cls, settings: BaseServiceSettings) -> TokenVerifier:
+        return cls(
+            audience=settings.service_name,
+            issuers=settings.all_trusted_issuers(),
+            leeway=settings.jwt_leeway_seconds,
+            jwks_ttl=settings.jwks_cache_seconds,
+        )
+
+    def verify(self, token: str) -> Principal:
+        if len(token.encode("utf-8", "ignore")) > MAX_TOKEN_BYTES:
+            raise Unauthorized("the token is larger than 8 KiB")
+        try:
+            header = jws.get_unverified_header(token)
+            unverified = jwt.get_unverified_claims(token)
+        except (JOSEError, ValueError, TypeError):
+            raise Unauthorized("the token is not a well-formed JWT") from None
+        alg = header.get("alg")
+        if alg not in ALLOWED_ALGORITHMS:
+            raise Unauthorized(f"tokens signed with {alg!r} are not accepted; use ES256 or RS256")
+        iss = unverified.get("iss")
+        issuer = self._issuers.get(iss) if isinstance(iss, str) else None
+        if issuer is None:
+            raise Unauthorized("the token's issuer is not trusted by this service")
+        if alg not in issuer.algorithms:
+            raise Unauthorized(f"issuer {iss!r} may not sign with {alg}")
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise Unauthorized("the token has no key id (kid)")
+        key_data = self._caches[issuer.issuer].key(kid)
+        if key_data is None:
+            raise Unauthorized("the token's signing key is not known for its issuer")
+        if key_data.get("kty") != _KTY_FOR_ALG[alg] or key_data.get("alg", alg) != alg:
+            raise Unauthorized("the token's algorithm does not match its key")
+        try:
+            key = jwk.construct(key_data, algorithm=alg)
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self.audience,
+                issuer=issuer.issuer,
+                options={
+                    "require_iss": True,
+                    "require_sub": True,
+                    "require_aud": True,
+                    "require_exp": True,
+                    "require_iat": True,
+                    "leeway": self.leeway,
+                },
+            )
+        except ExpiredSignatureError:
+            raise Unauthorized("the token has expired") from None
+        except JWTClaimsError as exc:
+            raise Unauthorized(f"the token's claims are not acceptable: {exc}") from None
+        except (JOSEError, ValueError, TypeError):
+            raise Unauthorized("the token's signature does not verify") from None
+        iat = claims.get("iat")
+        if not isinstance(iat, int | float) or iat > time.time() + self.leeway:
+            raise Unauthorized("the token is not yet valid (iat in the future)")
+        scope = claims.get("scope", "")
+        scopes = frozenset(scope.split()) if isinstance(scope, str) else frozenset()
+        if issuer.allowed_scopes is not None:
+            scopes = scopes & frozenset(issuer.allowed_scopes)
+        org = claims.get("org")
+        client = claims.get("client_id") or claims.get("azp")
+        return Principal(
+            sub=str(claims["sub"]),
+            issuer=issuer.issuer,
+            scopes=scopes,
+            org=str(org) if org else None,
+            client=str(client) if client else None,
+            token_id=str(claims["jti"]) if claims.get("jti") else None,
+            claims=claims,
+        )
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if not header:
+        raise Unauthorized("no bearer token: send 'Authorization: Bearer <JWT>'", error="invalid_request")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("the Authorization header must be 'Bearer <JWT>'", error="invalid_request")
+    return token.strip()
+
+
+def get_principal(request: Request) -> Principal:
+    """FastAPI dependency: the verified caller (401 problem+json otherwise)."""
+    cached = getattr(request.state, "principal", None)
+    if isinstance(cached, Principal):
+        return cached
+    verifier: TokenVerifier = request.app.state.verifier
+    principal = verifier.verify(_bearer(request))
+    request.state.principal = principal
+    structlog.contextvars.bind_contextvars(caller=principal.sub, caller_org=principal.org)
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require_scopes(*scopes: str, any_of: bool = False) -> Callable[[Principal], Principal]:
+    """A dependency that passes the principal on when it holds the scopes (403 otherwise)."""
+
+    def _guard(principal: PrincipalDep) -> Principal:
+        ok = any(s in principal.scopes for s in scopes) if any_of else principal.has(*scopes)
+        if not ok:
+            joined = " or ".join(scopes) if any_of else " and ".join(scopes)
+            raise Forbidden(f"this request needs the scope {joined}", code="insufficient-scope")
+        return principal
+
+    return _guard
+
+
+def ensure_org(principal: Principal, org: str, *, what: str = "this resource") -> None:
+    """403 unless the caller belongs to `org`."""
+    if principal.org is None or principal.org.upper() != org.upper():
+        raise Forbidden(f"{what} belongs to organisation {org}, not to the caller's", code="other-organisation")
+
+
+class TokenSigner:
+    """Mints ES256 tokens with one key."""
+
+    def __init__(self, key: SigningKey, issuer: str) -> None:
+        self.key = key
+        self.issuer = issuer
+
+    def mint(
+        self,
+        *,
+        sub: str,
+        audience: str,
+        scopes: Iterable[str],
+        ttl_seconds: int,
+        org: str | None = None,
+        client: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "sub": sub,
+            "aud": audience,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl_seconds,
+            "jti": uuid.uuid4().hex,
+            "scope": " ".join(sorted(set(scopes))),
+        }
+        if org:
+            claims["org"] = org
+        if client:
+            claims["client_id"] = client
+        if extra:
+            claims.update(extra)
+        return str(jwt.encode(claims, self.key.private_pem, algorithm="ES256", headers={"kid": self.key.kid}))
+
+
+class ServiceTokens:
+    """This service's own short-lived tokens for the calls it makes, cached until near expiry."""
+
+    def __init__(self, signer: TokenSigner, service: str, ttl_seconds: int = 300) -> None:
+        self.signer = signer
+        self.service = service
+        self.ttl = min(ttl_seconds, 300)
+        self._cache: dict[tuple[str, frozenset[str]], tuple[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def token_for(self, audience: str, scopes: Iterable[str]) -> str:
+        key = (audience, frozenset(scopes))
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit and hit[1] - now > 30:
+                return hit[0]
+            token = self.signer.mint(
+                sub=self.service, audience=audience, scopes=key[1], ttl_seconds=self.ttl, client=self.service
+            )
+            self._cache[key] = (token, now + self.ttl)
+            return token
+
+    @classmethod
+    def from_settings(cls, settings: BaseServiceSettings) -> ServiceTokens:
+        key = load_signing_key(settings.effective_signing_key_file, create=not settings.is_production)
+        return cls(TokenSigner(key, settings.service_name), settings.service_name, settings.service_token_ttl_seconds)
+
+
+# --- the development issuer used by `cef up` and `cef token` -------------------------------------
+
+
+def dev_issuer_key_path(keys_dir: Path) -> Path:
+    return keys_dir / f"{DEV_ISSUER}.pem"
+
+
+def ensure_dev_issuer(keys_dir: Path) -> TokenSigner:
+    """Creates (on first use) and returns the development issuer's signer under `keys_dir`."""
+    return TokenSigner(load_signing_key(dev_issuer_key_path(keys_dir), create=True), DEV_ISSUER)
+
+
+def mint_dev_token(
+    keys_dir: Path,
+    *,
+    scopes: Iterable[str],
+    audience: str,
+    sub: str = "developer",
+    org: str | None = None,
+    ttl_seconds: int = 3600,
+) -> str:
+    path = dev_issuer_key_path(keys_dir)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no development issuer under {keys_dir}: start `cef up` with this data directory first"
+        )
+    signer = TokenSigner(load_signing_key(path, create=False), DEV_ISSUER)
+    return signer.mint(sub=sub, audience=audience, scopes=scopes, ttl_seconds=ttl_seconds, org=org, client="cef-cli")

@@ -1,0 +1,79 @@
+"""structlog configured once for every service: JSON in production, readable on a terminal,
+request ids in every line, and a last-line-of-defence mask for anything shaped like an NHS number."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+import structlog
+
+# Ten digits (optionally 3-3-4 with spaces or hyphens) not inside a longer number.
+NHS_NUMBER_SHAPE = re.compile(r"(?<![0-9])[0-9]{3}[ -]?[0-9]{3}[ -]?[0-9]{4}(?![0-9])")
+# Full UK postcodes and ISO dates of birth cannot be told apart from other text reliably;
+# the code never logs them, and the mask below covers the identifier most often pasted.
+MASK = "[REDACTED]"
+
+_configured = False
+
+
+def mask_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return NHS_NUMBER_SHAPE.sub(MASK, value)
+    if isinstance(value, Mapping):
+        return {k: mask_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(mask_value(v) for v in value)
+    if isinstance(value, int) and not isinstance(value, bool) and 10**9 <= value < 10**10:
+        return MASK
+    return value
+
+
+def mask_identifiers(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in list(event_dict.items()):
+        event_dict[key] = mask_value(value)
+    return event_dict
+
+
+def configure_logging(*, level: str = "INFO", fmt: str = "auto", service: str | None = None) -> None:
+    """Configures structlog and routes the standard library (uvicorn included) through it."""
+    global _configured
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info if use_json else structlog.processors.StackInfoRenderer(),
+        mask_identifiers,
+    ]
+    if service:
+        structlog.contextvars.bind_contextvars(service=service)
+    renderer: Any = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        lg = logging.getLogger(name)
+        lg.handlers[:] = []
+        lg.propagate = True
+    # Access lines carry query strings; the request middleware logs a safer line of its own.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    _configured = True

@@ -1,0 +1,99 @@
+"""Settings shared by every service; each service subclasses with its own env prefix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["development", "test", "production"]
+
+DEV_ISSUER = "cef-dev"
+
+
+class TrustedIssuer(BaseModel):
+    """An issuer whose tokens this service accepts, and where its public keys are."""
+
+    issuer: str
+    jwks_file: Path | None = None
+    jwks_url: str | None = None
+    algorithms: list[Literal["ES256", "RS256"]] = Field(default_factory=lambda: ["ES256"])
+    # When set, scopes outside this list are dropped from this issuer's tokens: a peer
+    # service's key can then only ever grant what that peer legitimately needs.
+    allowed_scopes: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TrustedIssuer:
+        if (self.jwks_file is None) == (self.jwks_url is None):
+            raise ValueError(f"issuer {self.issuer!r}: give exactly one of jwks_file or jwks_url")
+        return self
+
+
+class BaseServiceSettings(BaseSettings):
+    """What every service needs. Subclasses set `model_config` with their env prefix."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    service_name: str = "service"
+    environment: Environment = "development"
+    data_dir: Path = Path("var")
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str | None = None
+
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    # Tokens
+    trusted_issuers: list[TrustedIssuer] = Field(default_factory=list)
+    dev_issuer_enabled: bool = False
+    jwt_leeway_seconds: int = 30
+    jwks_cache_seconds: int = 300
+    # This service's own signing key, for the tokens it mints to call the others.
+    signing_key_file: Path | None = None
+    service_token_ttl_seconds: int = 300
+
+    max_body_bytes: int = 10 * 1024 * 1024
+
+    # Outgoing HTTP
+    http_connect_timeout: float = 5.0
+    http_read_timeout: float = 60.0
+    http_retries: int = 3
+
+    @model_validator(mode="after")
+    def _refuse_dev_in_production(self) -> BaseServiceSettings:
+        if self.environment == "production" and self.dev_issuer_enabled:
+            raise ValueError(
+                "the development token issuer is enabled in a production setting: "
+                "unset DEV_ISSUER_ENABLED and configure TRUSTED_ISSUERS for a real identity provider"
+            )
+        if self.service_token_ttl_seconds > 300:
+            raise ValueError("service tokens may live at most 300 seconds")
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / f'{self.service_name}.db').resolve()}"
+
+    @property
+    def effective_signing_key_file(self) -> Path:
+        return self.signing_key_file or self.keys_dir / f"{self.service_name}.pem"
+
+    def all_trusted_issuers(self) -> list[TrustedIssuer]:
+        issuers = list(self.trusted_issuers)
+        if self.dev_issuer_enabled and not any(i.issuer == DEV_ISSUER for i in issuers):
+            issuers.append(TrustedIssuer(issuer=DEV_ISSUER, jwks_file=self.keys_dir / f"{DEV_ISSUER}.jwks.json"))
+        return issuers
