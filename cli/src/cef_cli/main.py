@@ -50,3 +50,7 @@ def migrate(
             continue
         db.upgrade(run.migrations, run.settings.effective_database_url)
         out.print(f"{run.name}: migrated to head")
+
+
+if __name__ == "__main__":
+    app()

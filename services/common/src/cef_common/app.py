@@ -13,7 +13,6 @@ import httpx
 import orjson
 import structlog
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import ORJSONResponse
 from sqlalchemy import text
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -180,7 +179,6 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
         description=spec.description,
         version=spec.version,
         lifespan=lifespan,
-        default_response_class=ORJSONResponse,
     )
     app.state.settings = settings
     app.state.verifier = TokenVerifier.from_settings(settings)

@@ -1,0 +1,50 @@
+# The two commands a fresh machine needs: `make up` and `make test`.
+SHELL := /bin/bash
+export UV_PYTHON_DOWNLOADS := never
+PYTHON ?= python3
+# uv from PATH, else the one pip installs for this Python (bootstrapped on first use).
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+DATA_DIR ?= var
+PYTEST_ARGS ?=
+
+.PHONY: help bootstrap sync up test test-fast lint fmt bench accept clean
+
+help:
+	@echo "make up      run the three services on the embedded database (data in ./$(DATA_DIR))"
+	@echo "make test    lint, type-check and run every test (PostgreSQL at 127.0.0.1:5432 or CEF_TEST_DATABASE_URL)"
+	@echo "make bench   run the benchmarks and print their figures"
+	@echo "make accept  drive a fresh system with the shared sample world (needs ../shared)"
+
+bootstrap:
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
+		{ echo "installing uv with pip"; $(PYTHON) -m pip install --quiet uv; }
+
+sync: bootstrap
+	@$(UV) sync --frozen --quiet
+
+up: sync
+	$(UV) run cef up --data-dir $(DATA_DIR)
+
+lint: sync
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy
+
+test: lint
+	$(UV) run pytest -q -n 2 --dist loadfile $(PYTEST_ARGS)
+
+test-fast: sync
+	$(UV) run pytest -q -x -n 2 --dist loadfile -m "not e2e" $(PYTEST_ARGS)
+
+fmt: sync
+	$(UV) run ruff check --fix .
+	$(UV) run ruff format .
+
+bench: sync
+	$(UV) run python benchmarks/run_all.py
+
+accept: sync
+	$(UV) run python ../shared/tools/accept_sample.py
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache benchmarks/out
