@@ -67,7 +67,11 @@ def up(tmp_path: Path) -> Iterator[Up]:
     log = tmp_path / "up.log"
     with log.open("w") as sink:
         proc = subprocess.Popen(
-            [*CEF, "up", "--data-dir", str(data_dir)], env=env, stdout=sink, stderr=subprocess.STDOUT, text=True
+            [*CEF, "up", "--data-dir", str(data_dir)],
+            env=env,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
     system = Up(proc, data_dir, ports, env, log)
     deadline = time.monotonic() + 90
@@ -98,7 +102,8 @@ def test_up_serves_all_three_and_accepts_dev_tokens(up: Up) -> None:
         headers={"Authorization": f"Bearer {tok}"},
     )
     assert r.status_code == 200, r.text
-    assert r.json()["tokens"][0] and "9434765919" not in r.text
+    assert r.json()["tokens"][0]
+    assert "9434765919" not in r.text
 
     tok = up.token("audit:read", aud="audit")
     r = httpx.get(f"{up.url('audit')}/v1/verify", headers={"Authorization": f"Bearer {tok}"})
@@ -112,7 +117,9 @@ def test_up_serves_all_three_and_accepts_dev_tokens(up: Up) -> None:
     # No token, or a token for another service: refused by every service.
     for service in up.ports:
         assert httpx.get(f"{up.url(service)}/v1/anything").status_code in (401, 404)
-    r = httpx.get(f"{up.url('cef-api')}/v1/invoices", headers={"Authorization": f"Bearer {up.token('x', 'audit')}"})
+    r = httpx.get(
+        f"{up.url('cef-api')}/v1/invoices", headers={"Authorization": f"Bearer {up.token('x', 'audit')}"}
+    )
     assert r.status_code == 401
     assert r.headers["www-authenticate"].startswith("Bearer")
 

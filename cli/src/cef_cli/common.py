@@ -18,8 +18,12 @@ DEFAULT_DATA_DIR = Path(os.environ.get("CEF_DATA_DIR", "var"))
 
 DataDirOption = Annotated[
     Path,
-    typer.Option("--data-dir", help="The data directory of the local `cef up` (env CEF_DATA_DIR).",
-                 file_okay=False, resolve_path=True),
+    typer.Option(
+        "--data-dir",
+        help="The data directory of the local `cef up` (env CEF_DATA_DIR).",
+        file_okay=False,
+        resolve_path=True,
+    ),
 ]
 
 SERVICES = ("tokeniser", "cef-api", "audit")
@@ -35,8 +39,9 @@ def service_url(service: str) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def local_token(data_dir: Path, *, scope: str, audience: str, org: str | None = None,
-                sub: str = "developer") -> str:
+def local_token(
+    data_dir: Path, *, scope: str, audience: str, org: str | None = None, sub: str = "developer"
+) -> str:
     """A token from the development issuer of the `cef up` using `data_dir`."""
     try:
         return mint_dev_token(data_dir / "keys", scopes=scope.split(), audience=audience, sub=sub, org=org)

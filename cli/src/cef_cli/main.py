@@ -11,8 +11,11 @@ from cef_cli import audit, invoices, keys, reference
 from cef_cli.common import SERVICES, DataDirOption, out
 from cef_cli.up import up
 
-app = typer.Typer(help="Controlled Environment for Finance: run, feed and inspect the CEF.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Controlled Environment for Finance: run, feed and inspect the CEF.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 app.command("up")(up)
 app.add_typer(reference.app, name="reference")
 app.add_typer(keys.app, name="keys")
@@ -25,7 +28,9 @@ def token(
     scope: Annotated[str, typer.Option(help="Space-separated scopes, e.g. 'invoices:submit'.")],
     org: Annotated[str | None, typer.Option(help="ODS code of the caller's organisation.")] = None,
     sub: Annotated[str, typer.Option(help="Who the token is for.")] = "developer",
-    aud: Annotated[str, typer.Option(help=f"The service it is for: one of {', '.join(SERVICES)}.")] = "cef-api",
+    aud: Annotated[
+        str, typer.Option(help=f"The service it is for: one of {', '.join(SERVICES)}.")
+    ] = "cef-api",
     data_dir: DataDirOption = Path("var"),
 ) -> None:
     """Print a token from the development issuer of `cef up` (the last line of the output)."""
@@ -33,7 +38,9 @@ def token(
 
     if aud not in SERVICES:
         fail(f"--aud must be one of {', '.join(SERVICES)}")
-    out.print(local_token(data_dir, scope=scope, audience=aud, org=org, sub=sub), soft_wrap=True, highlight=False)
+    out.print(
+        local_token(data_dir, scope=scope, audience=aud, org=org, sub=sub), soft_wrap=True, highlight=False
+    )
 
 
 @app.command()

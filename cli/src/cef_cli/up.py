@@ -56,19 +56,37 @@ def _services(data_dir: Path) -> list[ServiceRun]:
     from cef_audit.config import Settings as AuditSettings
     from cef_tokeniser.config import Settings as TokeniserSettings
 
-    base = {"data_dir": data_dir}
     return [
-        ServiceRun("audit", "CEF_AUDIT_", "cef_audit.main", AuditSettings(**base),
-                   Path(cef_audit.main.MIGRATIONS)),
-        ServiceRun("tokeniser", "CEF_TOKENISER_", "cef_tokeniser.main", TokeniserSettings(**base),
-                   Path(cef_tokeniser.main.MIGRATIONS)),
-        ServiceRun("cef-api", "CEF_API_", "cef_api.main", ApiSettings(**base),
-                   Path(cef_api.main.MIGRATIONS)),
+        ServiceRun(
+            "audit",
+            "CEF_AUDIT_",
+            "cef_audit.main",
+            AuditSettings(data_dir=data_dir),
+            Path(cef_audit.main.MIGRATIONS),
+        ),
+        ServiceRun(
+            "tokeniser",
+            "CEF_TOKENISER_",
+            "cef_tokeniser.main",
+            TokeniserSettings(data_dir=data_dir),
+            Path(cef_tokeniser.main.MIGRATIONS),
+        ),
+        ServiceRun(
+            "cef-api",
+            "CEF_API_",
+            "cef_api.main",
+            ApiSettings(data_dir=data_dir),
+            Path(cef_api.main.MIGRATIONS),
+        ),
     ]
 
 
 def _issuer(name: str, keys_dir: Path, scopes: list[str] | None) -> dict[str, object]:
-    return {"issuer": name, "jwks_file": str(jwks_path_for(keys_dir / f"{name}.pem")), "allowed_scopes": scopes}
+    return {
+        "issuer": name,
+        "jwks_file": str(jwks_path_for(keys_dir / f"{name}.pem")),
+        "allowed_scopes": scopes,
+    }
 
 
 # What each service's own key may grant when it calls a peer.
@@ -79,7 +97,9 @@ PEER_SCOPES = {
 }
 
 
-def _environment(run: ServiceRun, runs: list[ServiceRun], data_dir: Path, demo_dir: Path | None) -> dict[str, str]:
+def _environment(
+    run: ServiceRun, runs: list[ServiceRun], data_dir: Path, demo_dir: Path | None
+) -> dict[str, str]:
     keys = data_dir / "keys"
     p = run.env_prefix
     env = dict(os.environ)
@@ -162,9 +182,20 @@ def up(data_dir: DataDirOption = Path("var")) -> None:
     started = time.monotonic()
     for run in runs:
         env = _environment(run, runs, data_dir, demo)
-        cmd = [sys.executable, "-m", "uvicorn", "--factory", f"{run.module}:create_app",
-               "--host", run.settings.host, "--port", str(run.settings.port), "--no-access-log",
-               "--timeout-graceful-shutdown", "10"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            f"{run.module}:create_app",
+            "--host",
+            run.settings.host,
+            "--port",
+            str(run.settings.port),
+            "--no-access-log",
+            "--timeout-graceful-shutdown",
+            "10",
+        ]
         run.process = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
 
     pending = {run.name for run in runs}
@@ -173,7 +204,9 @@ def up(data_dir: DataDirOption = Path("var")) -> None:
             assert run.process is not None
             if run.process.poll() is not None:
                 _stop_all(runs)
-                fail(f"{run.name} exited with status {run.process.returncode} while starting; see its log above")
+                fail(
+                    f"{run.name} exited with status {run.process.returncode} while starting (log above)"
+                )
             if run.name in pending and _ready(run.url):
                 pending.discard(run.name)
         if time.monotonic() - started > READY_TIMEOUT:
@@ -189,7 +222,9 @@ def up(data_dir: DataDirOption = Path("var")) -> None:
         for run in runs:
             assert run.process is not None
             if run.process.poll() is not None:
-                console.print(f"[bold red]{run.name} exited with status {run.process.returncode}; stopping[/]")
+                console.print(
+                    f"[bold red]{run.name} exited with status {run.process.returncode}; stopping[/]"
+                )
                 exit_code = 1
                 stopping = True
         time.sleep(0.2)

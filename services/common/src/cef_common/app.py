@@ -79,7 +79,7 @@ class RequestContextMiddleware:
                     status=413,
                     code="payload-too-large",
                     title="Payload too large",
-                    detail=f"the request body is {int(declared)} bytes; this endpoint accepts at most {limit}",
+                    detail=f"the request body is {int(declared)} bytes; the limit is {limit} bytes",
                     instance=path,
                 )
                 await response(scope, receive, send_wrapper)
@@ -92,7 +92,9 @@ class RequestContextMiddleware:
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     if received > limit:
-                        raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes for {path}")
+                        raise PayloadTooLarge(
+                            f"the request body is over the limit of {limit} bytes for {path}"
+                        )
                 return message
 
             await self.app(scope, limited_receive, send_wrapper)
@@ -208,8 +210,15 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
     return app
 
 
-def peer_client(settings: BaseServiceSettings, tokens: ServiceTokens, *, base_url: str, audience: str,
-                scopes: Sequence[str], read_timeout: float | None = None) -> httpx.Client:
+def peer_client(
+    settings: BaseServiceSettings,
+    tokens: ServiceTokens,
+    *,
+    base_url: str,
+    audience: str,
+    scopes: Sequence[str],
+    read_timeout: float | None = None,
+) -> httpx.Client:
     """A client for calling a peer service with this service's own short-lived token."""
     return make_client(
         base_url,

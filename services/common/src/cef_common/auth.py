@@ -54,7 +54,9 @@ class Principal:
 class JwksCache:
     """Public keys of one issuer, cached; re-read when a token names a key id it does not know."""
 
-    def __init__(self, issuer: TrustedIssuer, *, ttl: float, fetch: Callable[[str], dict[str, Any]] | None = None):
+    def __init__(
+        self, issuer: TrustedIssuer, *, ttl: float, fetch: Callable[[str], dict[str, Any]] | None = None
+    ):
         self.issuer = issuer
         self.ttl = ttl
         self._fetch_url = fetch or _fetch_jwks_url
@@ -236,7 +238,9 @@ def require_scopes(*scopes: str, any_of: bool = False) -> Callable[[Principal], 
 def ensure_org(principal: Principal, org: str, *, what: str = "this resource") -> None:
     """403 unless the caller belongs to `org`."""
     if principal.org is None or principal.org.upper() != org.upper():
-        raise Forbidden(f"{what} belongs to organisation {org}, not to the caller's", code="other-organisation")
+        raise Forbidden(
+            f"{what} belongs to organisation {org}, not to the caller's", code="other-organisation"
+        )
 
 
 class TokenSigner:
@@ -303,7 +307,9 @@ class ServiceTokens:
     @classmethod
     def from_settings(cls, settings: BaseServiceSettings) -> ServiceTokens:
         key = load_signing_key(settings.effective_signing_key_file, create=not settings.is_production)
-        return cls(TokenSigner(key, settings.service_name), settings.service_name, settings.service_token_ttl_seconds)
+        return cls(
+            TokenSigner(key, settings.service_name), settings.service_name, settings.service_token_ttl_seconds
+        )
 
 
 # --- the development issuer used by `cef up` and `cef token` -------------------------------------
@@ -333,4 +339,6 @@ def mint_dev_token(
             f"no development issuer under {keys_dir}: start `cef up` with this data directory first"
         )
     signer = TokenSigner(load_signing_key(path, create=False), DEV_ISSUER)
-    return signer.mint(sub=sub, audience=audience, scopes=scopes, ttl_seconds=ttl_seconds, org=org, client="cef-cli")
+    return signer.mint(
+        sub=sub, audience=audience, scopes=scopes, ttl_seconds=ttl_seconds, org=org, client="cef-cli"
+    )

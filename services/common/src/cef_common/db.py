@@ -69,7 +69,9 @@ def get_session(request: Request) -> Iterator[Session]:
             raise
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# scope="function": the commit runs when the endpoint returns, before the response is built, so a
+# failed commit becomes an error response instead of a 200 for work that was never stored.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def alembic_config(script_location: Path, url: str) -> Config:

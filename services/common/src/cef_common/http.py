@@ -44,7 +44,9 @@ class RetryingTransport(httpx.BaseTransport):
         self.backoff = backoff
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        idempotent = request.method in IDEMPOTENT_METHODS or request.headers.get("idempotency-key") is not None
+        idempotent = (
+            request.method in IDEMPOTENT_METHODS or request.headers.get("idempotency-key") is not None
+        )
         attempt = 0
         while True:
             try:
@@ -52,12 +54,16 @@ class RetryingTransport(httpx.BaseTransport):
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if attempt >= self.retries:
                     raise
-                log.info("http_retry", reason=type(exc).__name__, attempt=attempt + 1, url=str(request.url.path))
+                log.info(
+                    "http_retry", reason=type(exc).__name__, attempt=attempt + 1, url=str(request.url.path)
+                )
             else:
                 if not (idempotent and response.status_code in RETRY_STATUSES and attempt < self.retries):
                     return response
                 response.close()
-                log.info("http_retry", reason=response.status_code, attempt=attempt + 1, url=str(request.url.path))
+                log.info(
+                    "http_retry", reason=response.status_code, attempt=attempt + 1, url=str(request.url.path)
+                )
             attempt += 1
             # Full jitter: spreads retries of many clients after a shared outage.
             time.sleep(random.uniform(0, self.backoff * (2**attempt)))

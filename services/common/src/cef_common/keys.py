@@ -34,7 +34,9 @@ class SigningKey:
         numbers = key.public_key().public_numbers()
         x = _b64url(numbers.x.to_bytes(32, "big"))
         y = _b64url(numbers.y.to_bytes(32, "big"))
-        thumb = json.dumps({"crv": "P-256", "kty": "EC", "x": x, "y": y}, separators=(",", ":"), sort_keys=True)
+        thumb = json.dumps(
+            {"crv": "P-256", "kty": "EC", "x": x, "y": y}, separators=(",", ":"), sort_keys=True
+        )
         kid = _b64url(hashlib.sha256(thumb.encode()).digest())
         jwk = {"kty": "EC", "crv": "P-256", "x": x, "y": y, "kid": kid, "alg": "ES256", "use": "sig"}
         return cls(private_pem=pem.decode("ascii"), kid=kid, public_jwk=jwk)

@@ -19,7 +19,7 @@ class TrustedIssuer(BaseModel):
     issuer: str
     jwks_file: Path | None = None
     jwks_url: str | None = None
-    algorithms: list[Literal["ES256", "RS256"]] = Field(default_factory=lambda: ["ES256"])
+    algorithms: list[Literal["ES256", "RS256"]] = Field(default_factory=lambda: ["ES256"])  # type: ignore[arg-type]
     # When set, scopes outside this list are dropped from this issuer's tokens: a peer
     # service's key can then only ever grant what that peer legitimately needs.
     allowed_scopes: list[str] | None = None
@@ -95,5 +95,7 @@ class BaseServiceSettings(BaseSettings):
     def all_trusted_issuers(self) -> list[TrustedIssuer]:
         issuers = list(self.trusted_issuers)
         if self.dev_issuer_enabled and not any(i.issuer == DEV_ISSUER for i in issuers):
-            issuers.append(TrustedIssuer(issuer=DEV_ISSUER, jwks_file=self.keys_dir / f"{DEV_ISSUER}.jwks.json"))
+            issuers.append(
+                TrustedIssuer(issuer=DEV_ISSUER, jwks_file=self.keys_dir / f"{DEV_ISSUER}.jwks.json")
+            )
         return issuers

@@ -66,7 +66,7 @@ class PostgresServer:
 
     def _admin(self, sql: str) -> None:
         with psycopg.connect(_libpq(self.admin_url), autocommit=True) as conn:
-            conn.execute(sql)  # type: ignore[arg-type]
+            conn.execute(sql)
 
     def url_for(self, name: str) -> str:
         return make_url(self.admin_url).set(database=name).render_as_string(hide_password=False)
