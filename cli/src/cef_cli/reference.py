@@ -1,5 +1,98 @@
-"""`cef reference` commands."""
+"""`cef reference` commands: load a directory of reference files into the local CEF API."""
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
 import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-app = typer.Typer(help="reference", no_args_is_help=True)
+from cef_cli.common import DataDirOption, console, fail, local_token, out, service_url
+
+app = typer.Typer(
+    help="Reference data of the CEF (GP practices, patients, tariff, ...).", no_args_is_help=True
+)
+
+# Practices and providers first, patient-keyed data last.
+LOAD_ORDER = (
+    "gp-practices",
+    "providers",
+    "tariff",
+    "specialised-services",
+    "postcode-districts",
+    "patients",
+    "registrations",
+)
+
+
+def _filenames() -> dict[str, str]:
+    from cef_api.reference.parsers import FILENAMES
+
+    return dict(FILENAMES)
+
+
+def _problem_lines(response: httpx.Response) -> list[str]:
+    try:
+        body: dict[str, Any] = response.json()
+    except ValueError:
+        return [f"HTTP {response.status_code}: {response.text[:300]}"]
+    lines = [f"HTTP {response.status_code}: {body.get('detail', body.get('title', ''))}"]
+    for err in body.get("errors", [])[:20]:
+        where = f"line {err.get('line')}" + (f", column {err['column']}" if err.get("column") else "")
+        lines.append(f"  {where}: {err.get('message')}")
+    return lines
+
+
+@app.command("load")
+def load(
+    directory: Annotated[
+        Path, typer.Argument(exists=True, file_okay=False, help="Directory of reference files.")
+    ],
+    data_dir: DataDirOption = Path("var"),
+) -> None:
+    """Load every reference file found in DIRECTORY through the local CEF API (each replaces its dataset)."""
+    names = _filenames()
+    found = [(d, directory / names[d]) for d in LOAD_ORDER if (directory / names[d]).is_file()]
+    if not found:
+        fail(f"no reference files in {directory}: expected any of {', '.join(names[d] for d in LOAD_ORDER)}")
+    token = local_token(data_dir, scope="reference:write", audience="cef-api", sub="cef-reference-load")
+    failures = 0
+    url = service_url("cef-api")
+    with (
+        httpx.Client(base_url=url, timeout=httpx.Timeout(600, connect=5)) as client,
+        Progress(
+            TextColumn("[bold]{task.description:<22}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} files"),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress,
+    ):
+        task = progress.add_task("reference data", total=len(found))
+        for dataset, path in found:
+            progress.update(task, description=dataset)
+            try:
+                response = client.put(
+                    f"/v1/reference/{dataset}",
+                    content=path.read_bytes(),
+                    headers={"Authorization": f"Bearer {token}", "Content-Type": "text/csv"},
+                )
+            except httpx.HTTPError as exc:
+                progress.stop()
+                fail(f"the CEF API at {url} did not answer ({type(exc).__name__}): is `cef up` running?")
+            if response.status_code == 200:
+                body = response.json()
+                progress.console.print(
+                    f"[green]✓[/] {path.name}: {body['rows']} rows → {dataset} version {body['version']}"
+                )
+            else:
+                failures += 1
+                progress.console.print(f"[bold red]✗ {path.name}[/] ({dataset}) was not loaded:")
+                for line in _problem_lines(response):
+                    progress.console.print(f"    {line}", highlight=False, markup=False)
+            progress.advance(task)
+    if failures:
+        fail(f"{failures} of {len(found)} file(s) were refused; correct them and load again")
+    out.print(f"loaded {len(found)} reference file(s)")

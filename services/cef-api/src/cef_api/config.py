@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from cef_common.settings import BaseServiceSettings
+
+MIB = 1024 * 1024
 
 
 class Settings(BaseServiceSettings):
@@ -14,3 +19,36 @@ class Settings(BaseServiceSettings):
     port: int = 8002
     audit_url: str = "http://127.0.0.1:8003"
     tokeniser_url: str = "http://127.0.0.1:8001"
+
+    # On start, when no reference data has ever been loaded, every reference file found here is
+    # loaded through the same functions as PUT /v1/reference (`cef up` points it at demo/reference).
+    seed_reference_dir: Path | None = None
+    # How long start-up keeps retrying the tokeniser while seeding before giving up.
+    seed_tokeniser_wait_seconds: float = Field(default=60.0, ge=0)
+
+    # A 1,000,000-line backing file is about 110 MB; the limit leaves room for longer lines.
+    max_invoice_bytes: int = Field(default=200 * MIB, ge=1024)
+    # The real epraccur.csv is ~3 MB; patient traces and registrations of a large world are bigger.
+    max_reference_bytes: int = Field(default=300 * MIB, ge=1024)
+    # Backing data over this size is validated in the background: the request returns 202.
+    async_threshold_bytes: int = Field(default=4 * MIB, ge=0)
+    # How long a synchronous submission waits for an earlier invoice of the same provider and
+    # commissioner to finish validating before it hands its own over to the background worker.
+    sync_wait_seconds: float = Field(default=20.0, ge=0)
+
+    # Lines handled together: one tokeniser call per kind, one reference prefetch, one bulk insert.
+    validation_batch_lines: int = Field(default=100_000, ge=1)
+    # A patient trace and registrations up to this many rows in all are read into memory once per
+    # validation job; bigger ones are read per batch, for the batch's patients only.
+    reference_memory_rows: int = Field(default=1_000_000, ge=0)
+    # Values per tokeniser call (the tokeniser is built for batches of at least 100,000).
+    tokenise_batch_size: int = Field(default=200_000, ge=1)
+    tokeniser_read_timeout: float = Field(default=300.0, gt=0)
+
+    # Line-level patient tokens of closed invoices older than this are removed (None: never).
+    retention_days: int | None = Field(default=None, ge=0)
+    # How often the service itself applies `retention_days` (seconds; 0 disables the timer).
+    retention_interval_seconds: float = Field(default=86_400.0, ge=0)
+
+    # Background validation worker (for the 202 path); false only in tests that drive it by hand.
+    worker_enabled: bool = True

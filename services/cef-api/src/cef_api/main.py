@@ -1,26 +1,107 @@
-"""The cef-api service: app factory."""
+"""The cef-api service: app factory, and the start-up that seeds reference data, recovers
+interrupted validations and runs the background validation worker."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import structlog
 from fastapi import FastAPI
+from sqlalchemy import Engine
 
-from cef_common.app import ServiceSpec, create_service_app
 from cef_api.config import Settings
+from cef_api.invoices import jobs
+from cef_api.invoices import service as invoice_service
+from cef_api.invoices.router import router as invoices_router
+from cef_api.reference.router import router as reference_router
+from cef_api.seed import seed_reference
+from cef_api.spool import SpoolCipher, clear_spool_directory
+from cef_api.tokeniser_client import TokeniserClient
+from cef_common.app import ServiceSpec, create_service_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+log = structlog.get_logger(__name__)
+
+
+class RetentionTimer:
+    """Applies `retention_days` on a timer inside the service (as `cef purge` does by hand)."""
+
+    def __init__(self, engine: Engine, days: int, interval: float) -> None:
+        self.engine, self.days, self.interval = engine, days, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                invoice_service.purge(
+                    self.engine, older_than_days=self.days, principal=jobs.SERVICE_PRINCIPAL
+                )
+            except Exception as exc:  # the timer must outlive a failed run
+                log.warning("retention_purge_failed", error=type(exc).__name__)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
+    @contextmanager
+    def lifespan(app: FastAPI) -> Iterator[None]:
+        engine: Engine = app.state.engine
+        tokeniser = TokeniserClient.from_settings(settings, app.state.service_tokens)
+        app.state.tokeniser = tokeniser
+        clear_spool_directory(settings.data_dir / "spool")
+        jobs.recover_interrupted(engine)
+        if settings.seed_reference_dir is not None:
+            seed_reference(
+                engine, tokeniser, settings.seed_reference_dir, settings.seed_tokeniser_wait_seconds
+            )
+        worker: jobs.ValidationWorker | None = None
+        if settings.worker_enabled:
+            worker = jobs.ValidationWorker(engine, tokeniser, settings)
+            worker.start()
+        app.state.validation_worker = worker
+        timer: RetentionTimer | None = None
+        if settings.retention_days is not None and settings.retention_interval_seconds > 0:
+            timer = RetentionTimer(engine, settings.retention_days, settings.retention_interval_seconds)
+            timer.start()
+        try:
+            yield
+        finally:
+            if timer is not None:
+                timer.stop()
+            if worker is not None:
+                worker.stop()
+            tokeniser.close()
+
+    return lifespan
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    return create_service_app(
+    app = create_service_app(
         ServiceSpec(
             settings=settings,
             title="CEF API",
             description="Reference data, invoice submission, line validation and the decision workflow.",
             migrations=MIGRATIONS,
-            routers=[],
+            routers=[reference_router, invoices_router],
             audit_url=settings.audit_url,
+            lifespan=_lifespan(settings),
+            body_limits=[
+                ("/v1/invoices", settings.max_invoice_bytes),
+                ("/v1/reference", settings.max_reference_bytes),
+            ],
         )
     )
+    app.state.spool_cipher = SpoolCipher()
+    app.state.validation_worker = None
+    return app

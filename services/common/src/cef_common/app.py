@@ -30,6 +30,12 @@ from cef_common.settings import BaseServiceSettings
 log = structlog.get_logger("cef.access")
 
 
+def _too_large(detail: str, path: str) -> Response:
+    return problem_response(
+        status=413, code="payload-too-large", title="Payload too large", detail=detail, instance=path
+    )
+
+
 class RequestContextMiddleware:
     """Request id and trace context for every request, a body size limit, and one access line."""
 
@@ -59,8 +65,25 @@ class RequestContextMiddleware:
         limit = self._limit_for(path)
         started = time.perf_counter()
         status = 500
+        over_limit = False
+        replaced = False
 
         async def send_wrapper(message: Message) -> None:
+            nonlocal status, replaced
+            if replaced:
+                return
+            if over_limit and message["type"] == "http.response.start" and message["status"] != 413:
+                # FastAPI turns any failure while reading a JSON body into a 400; the cause
+                # here is the size, so the caller is told that instead.
+                replaced = True
+                too_large = _too_large(
+                    f"the request body is over the limit of {limit} bytes for {path}", path
+                )
+                await too_large(scope, receive, send_wrapper_inner)
+                return
+            await send_wrapper_inner(message)
+
+        async def send_wrapper_inner(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -87,11 +110,12 @@ class RequestContextMiddleware:
             received = 0
 
             async def limited_receive() -> Message:
-                nonlocal received
+                nonlocal received, over_limit
                 message = await receive()
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     if received > limit:
+                        over_limit = True
                         raise PayloadTooLarge(
                             f"the request body is over the limit of {limit} bytes for {path}"
                         )

@@ -137,6 +137,15 @@ def record_events(session: Session, events: Sequence[AuditEventIn]) -> None:
         record_event(session, event)
 
 
+def _acknowledged(response: httpx.Response) -> set[str]:
+    """The event ids an audit service's answer to POST /v1/events confirms as stored."""
+    try:
+        results = response.json()["results"]
+        return {str(r["event_id"]) for r in results}
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("the audit service's answer does not list the events it stored") from None
+
+
 class OutboxRelay:
     """Delivers outbox rows to the audit service in order, in batches, with backoff."""
 
@@ -172,13 +181,21 @@ class OutboxRelay:
 
     def pending_count(self) -> int:
         with Session(self.engine) as session:
-            stmt = sa.select(sa.func.count()).select_from(AuditOutbox).where(
-                AuditOutbox.delivered_at.is_(None)  # type: ignore[union-attr]
+            stmt = (
+                sa.select(sa.func.count())
+                .select_from(AuditOutbox)
+                .where(
+                    AuditOutbox.delivered_at.is_(None)  # type: ignore[union-attr]
+                )
             )
             return int(session.execute(stmt).scalar_one())
 
     def deliver_once(self) -> int:
-        """Delivers one batch; returns how many were delivered (0 when none were pending)."""
+        """Delivers one batch; returns how many were delivered (0 when none were pending).
+
+        A row is marked delivered only when the audit service's answer names its event id (as
+        stored or as a duplicate of one already stored); anything else stays pending and is sent
+        again, which the service's idempotency by event id makes harmless."""
         with self._lock, Session(self.engine) as session:
             rows = self._pending(session)
             if not rows:
@@ -191,7 +208,8 @@ class OutboxRelay:
                     "/v1/events", content=body, headers={"Content-Type": "application/json"}
                 )
                 response.raise_for_status()
-            except httpx.HTTPError:
+                acknowledged = _acknowledged(response)
+            except (httpx.HTTPError, ValueError):
                 ids = [r.id for r in rows]
                 session.execute(
                     sa.update(AuditOutbox)
@@ -200,13 +218,19 @@ class OutboxRelay:
                 )
                 session.commit()
                 raise
+            delivered = [r.id for r in rows if r.event_id in acknowledged]
             now = datetime.now(UTC)
             session.execute(
                 sa.update(AuditOutbox)
-                .where(AuditOutbox.id.in_([r.id for r in rows]))  # type: ignore[union-attr]
+                .where(AuditOutbox.id.in_(delivered))  # type: ignore[union-attr]
                 .values(delivered_at=now)
             )
             session.commit()
+            if len(delivered) < len(rows):
+                raise ValueError(
+                    f"the audit service acknowledged {len(delivered)} of {len(rows)} events; "
+                    "the rest stay pending"
+                )
             return len(rows)
 
     def drain(self) -> int:
@@ -231,7 +255,14 @@ class OutboxRelay:
             except Exception as exc:  # the relay must outlive any failure
                 self.failures += 1
                 backoff = min(self.max_backoff, max(self.poll_interval, backoff * 2))
-                log.warning("audit_outbox_delivery_failed", error=type(exc).__name__, retry_in=round(backoff, 1))
+                status = exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else None
+                log.warning(
+                    "audit_outbox_delivery_failed",
+                    error=type(exc).__name__,
+                    status=status,
+                    attempt=self.failures,
+                    retry_in=round(backoff, 1),
+                )
             self._wake.wait(random.uniform(backoff / 2, backoff))
             self._wake.clear()
 
@@ -250,4 +281,3 @@ class OutboxRelay:
             log.info("audit_outbox_left_pending", error=type(exc).__name__)
         if self._client is not None:
             self._client.close()
-

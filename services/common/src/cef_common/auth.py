@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import httpx
 import structlog
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from jose import jwk, jws, jwt
 from jose.exceptions import ExpiredSignatureError, JOSEError, JWTClaimsError
 
@@ -71,6 +72,8 @@ class JwksCache:
         else:
             assert self.issuer.jwks_url is not None
             data = self._fetch_url(self.issuer.jwks_url)
+        if not isinstance(data, dict):
+            raise ValueError("a JWKS must be a JSON object with a 'keys' list")
         keys = {}
         for k in data.get("keys", []):
             if isinstance(k, dict) and "kid" in k:
@@ -138,7 +141,8 @@ class TokenVerifier:
         except (JOSEError, ValueError, TypeError):
             raise Unauthorized("the token is not a well-formed JWT") from None
         alg = header.get("alg")
-        if alg not in ALLOWED_ALGORITHMS:
+        # A header is attacker-controlled JSON: `alg` may be a list or an object.
+        if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
             raise Unauthorized(f"tokens signed with {alg!r} are not accepted; use ES256 or RS256")
         iss = unverified.get("iss")
         issuer = self._issuers.get(iss) if isinstance(iss, str) else None
@@ -207,13 +211,16 @@ def _bearer(request: Request) -> str:
     return token.strip()
 
 
-def get_principal(request: Request) -> Principal:
+async def get_principal(request: Request) -> Principal:
     """FastAPI dependency: the verified caller (401 problem+json otherwise)."""
     cached = getattr(request.state, "principal", None)
     if isinstance(cached, Principal):
         return cached
     verifier: TokenVerifier = request.app.state.verifier
-    principal = verifier.verify(_bearer(request))
+    # Async so the binding below lands in the request's own context (a sync dependency runs in a
+    # copied context, and the caller would be missing from every later log line); verification
+    # may read or fetch a JWKS, so it runs off the event loop.
+    principal = await run_in_threadpool(verifier.verify, _bearer(request))
     request.state.principal = principal
     structlog.contextvars.bind_contextvars(caller=principal.sub, caller_org=principal.org)
     return principal
@@ -342,3 +349,36 @@ def mint_dev_token(
     return signer.mint(
         sub=sub, audience=audience, scopes=scopes, ttl_seconds=ttl_seconds, org=org, client="cef-cli"
     )
+
+
+# --- detached signatures over arbitrary payloads (e.g. the audit log's signed checkpoints) ---------
+
+
+def sign_jws(key: SigningKey, payload: bytes, *, headers: dict[str, Any] | None = None) -> str:
+    """A JWS compact serialisation of `payload`, signed ES256 with `key` (its kid in the header)."""
+    headers = {**(headers or {}), "kid": key.kid}
+    signed = jws.sign(payload, key.private_pem, headers=headers, algorithm="ES256")
+    return str(signed)
+
+
+def verify_jws(token: str, jwks: dict[str, Any], *, algorithms: Iterable[str] = ("ES256",)) -> bytes:
+    """The payload of a JWS compact serialisation signed by a key of `jwks`; ValueError otherwise."""
+    allowed = frozenset(algorithms) & ALLOWED_ALGORITHMS
+    try:
+        header = jws.get_unverified_header(token)
+    except (JOSEError, ValueError, TypeError):
+        raise ValueError("not a JWS compact serialisation") from None
+    alg, kid = header.get("alg"), header.get("kid")
+    if alg not in allowed:
+        raise ValueError(f"signature algorithm {alg!r} is not accepted")
+    candidates = [k for k in jwks.get("keys", []) if isinstance(k, dict) and k.get("kid") == kid]
+    if not candidates:
+        raise ValueError(f"no key with kid {kid!r} to verify the signature")
+    key_data = candidates[0]
+    if key_data.get("kty") != _KTY_FOR_ALG[alg] or key_data.get("alg", alg) != alg:
+        raise ValueError("the signature's algorithm does not match its key")
+    try:
+        payload = jws.verify(token, jwk.construct(key_data, algorithm=alg), algorithms=[alg])
+    except (JOSEError, ValueError, TypeError):
+        raise ValueError("the signature does not verify") from None
+    return payload if isinstance(payload, bytes) else str(payload).encode()

@@ -125,6 +125,14 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = []
         for err in exc.errors():
             # Never echo the rejected input back: it may be an identifier.
+            if err.get("type") == "json_invalid":
+                # The location of a JSON syntax error is a character offset, not a field.
+                loc = err.get("loc", ())
+                where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+                reason = str((err.get("ctx") or {}).get("error", "malformed"))
+                message = f"the body is not valid JSON ({reason}{where})"
+                errors.append({"field": "body", "message": message})
+                continue
             errors.append({"field": _field_path(err.get("loc", ())), "message": err.get("msg", "invalid")})
         first = errors[0] if errors else {"field": "body", "message": "invalid"}
         return problem_response(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import traceback
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
@@ -32,6 +33,42 @@ def mask_value(value: Any) -> Any:
     return value
 
 
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return list(reversed(chain))
+
+
+def render_exception(exc: BaseException) -> str:
+    """Types and frames of an exception and its causes, never their messages: a message may
+    quote the data that failed (pydantic and database errors do), and no mask catches every
+    date of birth or postcode."""
+    parts = []
+    for link in _exception_chain(exc):
+        frames = "".join(traceback.format_list(traceback.extract_tb(link.__traceback__)))
+        name = f"{type(link).__module__}.{type(link).__qualname__}"
+        parts.append(f"Traceback (most recent call last):\n{frames}{name} (message withheld)")
+    return "\n\nwhich led to:\n\n".join(parts)
+
+
+def render_exc_info(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Replaces `exc_info` (structlog's or a standard library record's) by `render_exception`."""
+    exc_info = event_dict.pop("exc_info", None)
+    exc: BaseException | None = None
+    if isinstance(exc_info, BaseException):
+        exc = exc_info
+    elif isinstance(exc_info, tuple) and len(exc_info) == 3 and isinstance(exc_info[1], BaseException):
+        exc = exc_info[1]
+    elif exc_info is True:
+        exc = sys.exc_info()[1]
+    if exc is not None:
+        event_dict["exception"] = render_exception(exc)
+    return event_dict
+
+
 def mask_identifiers(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in list(event_dict.items()):
         event_dict[key] = mask_value(value)
@@ -47,7 +84,8 @@ def configure_logging(*, level: str = "INFO", fmt: str = "auto", service: str | 
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.format_exc_info if use_json else structlog.processors.StackInfoRenderer(),
+        structlog.processors.StackInfoRenderer(),
+        render_exc_info,
         mask_identifiers,
     ]
     if service:

@@ -36,32 +36,62 @@ class BaseServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
-    service_name: str = "service"
-    environment: Environment = "development"
-    data_dir: Path = Path("var")
-    database_url: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8000
-    public_url: str | None = None
+    service_name: str = Field(
+        default="service",
+        description="The service's name: the audience of tokens it accepts and its issuer name.",
+    )
+    environment: Environment = Field(
+        default="development",
+        description="production refuses the development issuer and never creates keys.",
+    )
+    data_dir: Path = Field(
+        default=Path("var"), description="Local state: the SQLite database and, outside production, keys."
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL (postgresql://… uses psycopg 3); unset: SQLite under DATA_DIR.",
+    )
+    host: str = Field(default="127.0.0.1", description="Interface `cef up` binds.")
+    port: int = Field(default=8000, description="Port the service listens on.")
+    public_url: str | None = Field(
+        default=None, description="Where callers reach this service, if not HOST:PORT."
+    )
 
-    log_level: str = "INFO"
-    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto: readable on a terminal, JSON lines otherwise."
+    )
 
     # Tokens
-    trusted_issuers: list[TrustedIssuer] = Field(default_factory=list)
-    dev_issuer_enabled: bool = False
-    jwt_leeway_seconds: int = 30
-    jwks_cache_seconds: int = 300
-    # This service's own signing key, for the tokens it mints to call the others.
-    signing_key_file: Path | None = None
-    service_token_ttl_seconds: int = 300
+    trusted_issuers: list[TrustedIssuer] = Field(
+        default_factory=list,
+        description='JSON list of {"issuer", "jwks_file" or "jwks_url", "algorithms" (ES256, RS256), '
+        '"allowed_scopes"}: whose tokens are accepted, and what each may grant.',
+    )
+    dev_issuer_enabled: bool = Field(
+        default=False, description="Trust the development issuer of `cef up` (refused in production)."
+    )
+    jwt_leeway_seconds: int = Field(default=30, description="Clock skew tolerated on exp, nbf and iat.")
+    jwks_cache_seconds: int = Field(default=300, description="How long an issuer's keys are cached.")
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="This service's ES256 key (PEM) for the tokens it mints to call the others; "
+        "unset: DATA_DIR/keys/<service>.pem, created outside production only.",
+    )
+    service_token_ttl_seconds: int = Field(
+        default=300, description="Lifetime of this service's own tokens (at most 300)."
+    )
 
-    max_body_bytes: int = 10 * 1024 * 1024
+    max_body_bytes: int = Field(
+        default=10 * 1024 * 1024, description="Largest request body accepted (413 above)."
+    )
 
     # Outgoing HTTP
-    http_connect_timeout: float = 5.0
-    http_read_timeout: float = 60.0
-    http_retries: int = 3
+    http_connect_timeout: float = Field(default=5.0, description="Seconds to connect to a peer.")
+    http_read_timeout: float = Field(default=60.0, description="Seconds to wait for a peer's answer.")
+    http_retries: int = Field(
+        default=3, description="Retries of a failed connection, or of 502/503/504 for idempotent calls."
+    )
 
     @model_validator(mode="after")
     def _refuse_dev_in_production(self) -> BaseServiceSettings:

@@ -1,0 +1,43 @@
+"""RFC 8785 (JCS) canonical JSON: a fast exact path for the values audit events hold, else the reference.
+
+JCS sorts object keys by UTF-16 code units, writes no whitespace, escapes strings as ECMAScript's
+JSON.stringify does and writes numbers in ECMAScript's shortest form. orjson with sorted keys
+produces exactly those bytes when every number is an integer within ±(2**53 - 1) and no object key
+holds a character at or above U+E000 (beyond which code point order and UTF-16 order differ);
+anything else (floats, exotic keys) goes through the `rfc8785` reference implementation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import rfc8785
+
+_MAX_SAFE_INTEGER = 2**53 - 1
+
+
+def _fast_path_exact(value: Any) -> bool:
+    if value is None or value is True or value is False or type(value) is str:
+        return True
+    if type(value) is int:
+        return -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER
+    if type(value) is dict:
+        for k, v in value.items():
+            if type(k) is not str or (k and max(k) >= "\ue000") or not _fast_path_exact(v):
+                return False
+        return True
+    if type(value) is list:
+        return all(_fast_path_exact(v) for v in value)
+    return False
+
+
+def fast_path_exact(value: Any) -> bool:
+    """Whether orjson with sorted keys writes exactly the RFC 8785 bytes of `value`."""
+    return _fast_path_exact(value)
+
+
+def canonical_json(value: Any) -> bytes:
+    """The RFC 8785 serialisation of a JSON value (dict, list, str, int, float, bool, None)."""
+    if _fast_path_exact(value):
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return bytes(rfc8785.dumps(value))

@@ -1,0 +1,1 @@
+"""Appending events, querying them and exporting them (JSON Lines, CSV, FHIR R4)."""

@@ -1,0 +1,1 @@
+"""Proving the log was not rewritten: full-chain verification and signed checkpoints."""

@@ -1,0 +1,93 @@
+"""Verification of the whole chain and the signed checkpoints (audit:read; each call audited)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from cef_audit.access import audit_log, record_own, require_reader
+from cef_audit.integrity.schemas import CheckpointOut, KeptCheckpoints, VerifyOut
+from cef_audit.integrity.verify import verify_log
+from cef_audit.log.sequencer import AuditLog, checkpoint_at, latest_checkpoint
+from cef_common.auth import Principal
+from cef_common.errors import NotFound
+
+router = APIRouter(tags=["integrity"])
+
+ReaderDep = Annotated[Principal, Depends(require_reader)]
+LogDep = Annotated[AuditLog, Depends(audit_log)]
+
+
+def _verify(log: AuditLog, principal: Principal, kept: list[str]) -> dict[str, Any]:
+    report = verify_log(log.engine, log.signing_key.jwks(), kept)
+    record_own(
+        log,
+        principal=principal,
+        action="execute",
+        type="audit.verify",
+        outcome="success",
+        detail={
+            "valid": report.valid,
+            "length": report.length,
+            "first_bad_seq": report.first_bad_seq,
+            "kept_checkpoints": len(kept),
+        },
+    )
+    return asdict(report)
+
+
+@router.get("/v1/verify", response_model=VerifyOut, summary="Recompute the chain and check every checkpoint")
+def verify(principal: ReaderDep, log: LogDep) -> dict[str, Any]:
+    return _verify(log, principal, [])
+
+
+@router.post(
+    "/v1/verify",
+    response_model=VerifyOut,
+    summary="As GET, and also check checkpoints the auditor kept (catches a rewrite of the whole chain)",
+)
+def verify_with_kept(body: KeptCheckpoints, principal: ReaderDep, log: LogDep) -> dict[str, Any]:
+    return _verify(log, principal, body.checkpoints)
+
+
+def _checkpoint(log: AuditLog, principal: Principal, length: int | None) -> dict[str, Any]:
+    with log.engine.connect() as conn:
+        cp = latest_checkpoint(conn) if length is None else checkpoint_at(conn, length)
+    record_own(
+        log,
+        principal=principal,
+        action="read",
+        type="audit.query",
+        subtype="checkpoint",
+        detail={"length": length} if length is not None else {"latest": True},
+    )
+    if cp is None:
+        if length is None:
+            raise NotFound(
+                "no checkpoint has been signed yet: one follows the first events", code="no-checkpoint"
+            )
+        raise NotFound(
+            f"no checkpoint was signed at length {length}; GET /v1/checkpoints for the latest",
+            code="no-checkpoint",
+        )
+    return cp.as_json()
+
+
+@router.get(
+    "/v1/checkpoints", response_model=CheckpointOut, summary="The latest signed checkpoint (or at ?length=)"
+)
+def get_checkpoint(
+    principal: ReaderDep,
+    log: LogDep,
+    length: Annotated[int | None, Query(ge=1, description="the checkpoint at exactly this length")] = None,
+) -> dict[str, Any]:
+    return _checkpoint(log, principal, length)
+
+
+@router.get("/v1/checkpoints/{length}", response_model=CheckpointOut, summary="The checkpoint at this length")
+def get_checkpoint_at(length: int, principal: ReaderDep, log: LogDep, request: Request) -> dict[str, Any]:
+    if length < 1:
+        raise NotFound("checkpoints start at length 1", code="no-checkpoint")
+    return _checkpoint(log, principal, length)

@@ -1,0 +1,266 @@
+"""The one sequencer: assigns `seq`, chains hashes and signs checkpoints, so the log never forks.
+
+Every append runs under a lock on the head row (PostgreSQL: SELECT … FOR UPDATE; SQLite: a write
+to that row first, which takes the database's single write lock before anything is read) plus a
+process lock that spares threads of one process from queueing inside the database. Between the
+lock and the commit the head cannot move, so `seq` has no gaps and `prev_hash` no forks, however
+many writers there are."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+import structlog
+from pydantic import TypeAdapter
+from sqlalchemy import Connection, Engine
+
+from cef_audit.canonical import canonical_json
+from cef_audit.log.records import (
+    ROW_COLUMNS,
+    Recorder,
+    build_record,
+    event_fields_of,
+    now_stamp,
+    row_for,
+    seal,
+)
+from cef_audit.log.tables import audit_checkpoints, audit_events, audit_head
+from cef_common.audit import AuditEventIn
+from cef_common.auth import sign_jws
+from cef_common.errors import Conflict, Unprocessable
+from cef_common.keys import SigningKey
+
+log = structlog.get_logger(__name__)
+
+CHECKPOINT_ORIGIN = "cef-audit"
+CHECKPOINT_CONTENT_TYPE = "cef-audit-checkpoint+json"
+_ID_CHUNK = 500
+# One call for the whole batch: four times quicker than model_dump per event.
+_EVENTS = TypeAdapter(list[AuditEventIn])
+
+
+def _insert_sql(paramstyle: str) -> str:
+    marker = "?" if paramstyle == "qmark" else "%s"
+    values = ", ".join([marker] * len(ROW_COLUMNS))
+    return f"INSERT INTO audit_events ({', '.join(ROW_COLUMNS)}) VALUES ({values})"
+
+
+@dataclass(frozen=True)
+class Head:
+    length: int
+    head_hash: str
+    recorded_at: str | None
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    event_id: str
+    seq: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed statement `{origin, length, head, time}`; `jws` carries it with its signature."""
+
+    length: int
+    head_hash: str
+    issued_at: str
+    kid: str
+    jws: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "origin": CHECKPOINT_ORIGIN,
+            "length": self.length,
+            "head": self.head_hash,
+            "issued_at": self.issued_at,
+            "kid": self.kid,
+            "jws": self.jws,
+        }
+
+
+def checkpoint_payload(length: int, head_hash: str, issued_at: str) -> bytes:
+    return canonical_json(
+        {"origin": CHECKPOINT_ORIGIN, "length": length, "head": head_hash, "time": issued_at}
+    )
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def tune_sqlite(engine: Engine) -> None:
+    """A page cache large enough for the log's indexes: appends and queries on a million events
+    otherwise spend their time re-reading index pages."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _cache(dbapi_conn: Any, _: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA cache_size=-65536")
+        cur.close()
+
+    # Connections opened before this listener (none, at start-up) would not have it.
+    engine.dispose()
+
+
+class AuditLog:
+    """Appends to the log and signs its checkpoints."""
+
+    def __init__(self, engine: Engine, *, signing_key: SigningKey, checkpoint_every: int = 1000) -> None:
+        self.engine = engine
+        self.signing_key = signing_key
+        self.checkpoint_every = checkpoint_every
+        self._lock = threading.Lock()
+        self._postgres = engine.dialect.name == "postgresql"
+        self._insert = _insert_sql(engine.dialect.paramstyle)
+        if engine.dialect.name == "sqlite":
+            tune_sqlite(engine)
+
+    # --- the sequencer ------------------------------------------------------------------------
+
+    def _lock_head(self, conn: Connection) -> Head:
+        if self._postgres:
+            stmt = (
+                sa.select(audit_head.c.length, audit_head.c.head_hash, audit_head.c.recorded_at)
+                .where(audit_head.c.id == 1)
+                .with_for_update()
+            )
+            row = conn.execute(stmt).one()
+        else:
+            # Writing first takes SQLite's write lock before the snapshot is read (a read-then-write
+            # transaction could otherwise fail with SQLITE_BUSY_SNAPSHOT under concurrent writers).
+            conn.execute(sa.update(audit_head).where(audit_head.c.id == 1).values(length=audit_head.c.length))
+            row = conn.execute(
+                sa.select(audit_head.c.length, audit_head.c.head_hash, audit_head.c.recorded_at).where(
+                    audit_head.c.id == 1
+                )
+            ).one()
+        return Head(int(row.length), str(row.head_hash), row.recorded_at)
+
+    def head(self) -> Head:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(audit_head.c.length, audit_head.c.head_hash, audit_head.c.recorded_at)
+            ).one()
+        return Head(int(row.length), str(row.head_hash), row.recorded_at)
+
+    def _existing(self, conn: Connection, event_ids: Sequence[str]) -> dict[str, tuple[int, bytes]]:
+        found: dict[str, tuple[int, bytes]] = {}
+        for chunk in _chunks(event_ids, _ID_CHUNK):
+            stmt = sa.select(audit_events.c.event_id, audit_events.c.seq, audit_events.c.canonical).where(
+                audit_events.c.event_id.in_(chunk)
+            )
+            for event_id, seq, canonical in conn.execute(stmt):
+                found[event_id] = (int(seq), bytes(canonical))
+        return found
+
+    def append(self, events: Sequence[AuditEventIn], *, recorded_by: Recorder) -> list[AppendResult]:
+        """Appends the events in order in one transaction; an event id already stored is reported as
+        a duplicate with its original seq (and refused when its content differs)."""
+        dumped: list[dict[str, Any]] = _EVENTS.dump_python(list(events), mode="json")
+        with self._lock, self.engine.begin() as conn:
+            head = self._lock_head(conn)
+            ids = list(dict.fromkeys(d["event_id"] for d in dumped))
+            existing = self._existing(conn, ids)
+            stored: dict[str, tuple[int, dict[str, Any]]] = {
+                event_id: (seq, orjson.loads(canonical)) for event_id, (seq, canonical) in existing.items()
+            }
+            length, prev_hash = head.length, head.head_hash
+            # recorded_at never goes backwards along seq, so a time range is a seq range.
+            recorded_at = max(now_stamp(), head.recorded_at or "")
+            rows: list[tuple[Any, ...]] = []
+            results: list[AppendResult] = []
+            for event in dumped:
+                event_id = event["event_id"]
+                earlier = stored.get(event_id)
+                if earlier is not None:
+                    if event_fields_of(earlier[1]) != event:
+                        raise Conflict(
+                            f"event {event_id} was already recorded (seq {earlier[0]}) with other content; "
+                            "give every distinct event its own event_id",
+                            code="event-id-conflict",
+                            extra={"event_id": event_id, "seq": earlier[0]},
+                        )
+                    results.append(AppendResult(event_id, earlier[0], True))
+                    continue
+                length += 1
+                record = build_record(
+                    event, seq=length, recorded_at=recorded_at, recorded_by=recorded_by, prev_hash=prev_hash
+                )
+                try:
+                    canonical, prev_hash = seal(record)
+                except ValueError as exc:  # rfc8785 refuses numbers JSON cannot carry exactly
+                    raise Unprocessable(
+                        f"event {event_id}: detail holds a number that has no exact JSON form ({exc}); "
+                        "send it as a string",
+                        code="not-canonicalisable",
+                    ) from None
+                rows.append(row_for(record, canonical, prev_hash))
+                stored[event_id] = (length, record)
+                results.append(AppendResult(event_id, length, False))
+            if rows:
+                conn.exec_driver_sql(self._insert, rows)
+                conn.execute(
+                    sa.update(audit_head)
+                    .where(audit_head.c.id == 1)
+                    .values(length=length, head_hash=prev_hash, recorded_at=recorded_at)
+                )
+                last = self._last_checkpoint_length(conn)
+                if length - last >= self.checkpoint_every:
+                    self._sign(conn, length, prev_hash)
+        return results
+
+    # --- checkpoints --------------------------------------------------------------------------
+
+    @staticmethod
+    def _last_checkpoint_length(conn: Connection) -> int:
+        return int(
+            conn.execute(sa.select(sa.func.coalesce(sa.func.max(audit_checkpoints.c.length), 0))).scalar_one()
+        )
+
+    def _sign(self, conn: Connection, length: int, head_hash: str) -> Checkpoint:
+        issued_at = now_stamp()
+        token = sign_jws(
+            self.signing_key,
+            checkpoint_payload(length, head_hash, issued_at),
+            headers={"cty": CHECKPOINT_CONTENT_TYPE},
+        )
+        checkpoint = Checkpoint(length, head_hash, issued_at, self.signing_key.kid, token)
+        conn.execute(
+            sa.insert(audit_checkpoints).values(
+                length=length, head_hash=head_hash, issued_at=issued_at, kid=checkpoint.kid, jws=token
+            )
+        )
+        log.info("audit_checkpoint_signed", length=length)
+        return checkpoint
+
+    def checkpoint(self) -> Checkpoint | None:
+        """Signs the current head when events arrived since the last checkpoint; None otherwise."""
+        with self._lock, self.engine.begin() as conn:
+            head = self._lock_head(conn)
+            if head.length == 0 or head.length <= self._last_checkpoint_length(conn):
+                return None
+            return self._sign(conn, head.length, head.head_hash)
+
+
+def checkpoint_from_row(row: Any) -> Checkpoint:
+    return Checkpoint(int(row.length), str(row.head_hash), str(row.issued_at), str(row.kid), str(row.jws))
+
+
+def latest_checkpoint(conn: Connection) -> Checkpoint | None:
+    row = conn.execute(
+        sa.select(audit_checkpoints).order_by(audit_checkpoints.c.length.desc()).limit(1)
+    ).first()
+    return checkpoint_from_row(row) if row is not None else None
+
+
+def checkpoint_at(conn: Connection, length: int) -> Checkpoint | None:
+    row = conn.execute(sa.select(audit_checkpoints).where(audit_checkpoints.c.length == length)).first()
+    return checkpoint_from_row(row) if row is not None else None

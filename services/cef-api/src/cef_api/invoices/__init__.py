@@ -1,0 +1,1 @@
+"""Invoices: submission, validation jobs, views and the decision workflow."""

@@ -1,0 +1,464 @@
+"""Validation of an invoice's backing data: streaming parse, batches of lines tokenised in one
+call per kind, reference rows prefetched per batch, bulk inserts, progress after each batch.
+
+One invoice of a chain (same provider and commissioner) is validated at a time, in submission
+order (`repository.try_claim`), so duplicate detection across invoices stays exact however many
+submissions arrive together. Synchronous submissions run here in the request's worker thread;
+large ones run on `ValidationWorker`, a thread of the service process."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import islice
+from typing import Any
+
+import structlog
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from cef_api.config import Settings
+from cef_api.invoices import repository
+from cef_api.invoices.models import Invoice, InvoiceStatus
+from cef_api.invoices.schemas import pennies
+from cef_api.reference import repository as reference_repository
+from cef_api.reference.service import ReferenceSnapshot, prune_superseded
+from cef_api.spool import EncryptedSpool
+from cef_api.tokeniser_client import TokeniserClient
+from cef_api.validation.csvfile import RawLine, read_backing_data
+from cef_api.validation.engine import PreparedLine, SummaryAccumulator, prepare_line, validate_line
+from cef_api.validation.types import DuplicateKey, InvoiceHeader, LineOutcome
+from cef_common.audit import build_event, record_event
+from cef_common.auth import Principal
+
+log = structlog.get_logger(__name__)
+
+SOURCE = "cef-api"
+SERVICE_PRINCIPAL = Principal(sub="cef-api", issuer="cef-api", scopes=frozenset(), client="cef-api")
+RESTART_REASON = (
+    "the service restarted while this invoice was being validated; its backing data was held only "
+    "under a key that did not survive the restart, so nothing of it was kept: submit the invoice again"
+)
+
+
+def dup_digest(key: DuplicateKey) -> str:
+    """The stored form of a duplicate key: equal keys give equal digests, nothing else is kept."""
+    text = "|".join(
+        (
+            key.provider_code.upper(),
+            key.commissioner_code.upper(),
+            key.nhs_token,
+            key.activity_date.isoformat(),
+            key.hrg_code.upper(),
+            key.point_of_delivery.upper(),
+        )
+    )
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+class BatchDuplicateIndex:
+    """`DuplicateIndex` over the keys earlier lines hold (prefetched for this batch) plus this batch's."""
+
+    def __init__(self, existing: set[str]) -> None:
+        self._keys = existing
+
+    def __contains__(self, key: DuplicateKey) -> bool:
+        return dup_digest(key) in self._keys
+
+    def add(self, key: DuplicateKey) -> None:
+        self._keys.add(dup_digest(key))
+
+
+def count_lines(spool: EncryptedSpool) -> int:
+    """The structural pass: reads the whole file; BackingDataError (422) before anything is stored."""
+    return sum(1 for _ in read_backing_data(spool.chunks()))
+
+
+def _batches(lines: Iterator[RawLine], size: int) -> Iterator[list[RawLine]]:
+    while batch := list(islice(lines, size)):
+        yield batch
+
+
+def _candidate_key(line: PreparedLine, header: InvoiceHeader, nhs_token: str | None) -> DuplicateKey | None:
+    if (
+        line.malformed
+        or nhs_token is None
+        or line.activity_date is None
+        or line.hrg_code is None
+        or line.point_of_delivery is None
+    ):
+        return None
+    return DuplicateKey(
+        provider_code=header.provider_code,
+        commissioner_code=header.commissioner_code,
+        nhs_token=nhs_token,
+        activity_date=line.activity_date,
+        hrg_code=line.hrg_code,
+        point_of_delivery=line.point_of_delivery,
+    )
+
+
+def _row(seq: int, outcome: LineOutcome) -> tuple[Any, ...]:
+    """A line as `repository.LINE_COLUMNS` orders it."""
+    return (
+        seq,
+        outcome.line_no,
+        outcome.line_ref,
+        outcome.outcome.value,
+        ";".join(sorted(r.value for r in outcome.reasons)),
+        outcome.responsible_commissioner,
+        pennies(outcome.expected_amount) if outcome.expected_amount is not None else None,
+        pennies(outcome.claimed_amount) if outcome.claimed_amount is not None else None,
+        outcome.nhs_token,
+        outcome.activity_date,
+        outcome.hrg_code,
+        outcome.point_of_delivery,
+        outcome.service_code,
+        dup_digest(outcome.duplicate_key) if outcome.duplicate_key is not None else None,
+    )
+
+
+def header_of(invoice: Invoice) -> InvoiceHeader:
+    return InvoiceHeader(
+        invoice_number=invoice.invoice_number,
+        provider_code=invoice.provider_code,
+        commissioner_code=invoice.commissioner_code,
+        invoice_date=invoice.invoice_date,
+        period_start=invoice.period_start,
+        period_end=invoice.period_end,
+    )
+
+
+@dataclass
+class _TokenisedBatch:
+    """A batch after the first stage: lines prepared and their identifiers turned into tokens."""
+
+    prepared: list[PreparedLine]
+    line_tokens: list[str | None]
+    dob_tokens: dict[str, str | None]
+    seconds: float
+
+
+def _tokenised_batches(
+    spool: EncryptedSpool, *, size: int, snapshot: ReferenceSnapshot, tokeniser: TokeniserClient
+) -> Iterator[_TokenisedBatch]:
+    """Parse, prepare and tokenise one batch ahead in a thread, so the tokeniser's work (another
+    process) overlaps this one's validation and inserts. Identifiers live only in these objects."""
+    lines = _batches(read_backing_data(spool.chunks()), size)
+
+    def stage() -> _TokenisedBatch | None:
+        t0 = time.perf_counter()
+        batch = next(lines, None)
+        if batch is None:
+            return None
+        prepared = [prepare_line(raw) for raw in batch]
+        del batch
+        nhs_values = sorted({p.nhs_number for p in prepared if p.nhs_number is not None})
+        dob_values = sorted({p.date_of_birth.isoformat() for p in prepared if p.date_of_birth is not None})
+        nhs_tokens: dict[str, str | None] = {}
+        dob_tokens: dict[str, str | None] = {}
+        if nhs_values:
+            got = tokeniser.tokenise("nhs_number", nhs_values, key_version=snapshot.key_version)
+            nhs_tokens = dict(zip(nhs_values, got.tokens, strict=True))
+        if dob_values:
+            got = tokeniser.tokenise("date_of_birth", dob_values, key_version=snapshot.dob_key_version)
+            dob_tokens = dict(zip(dob_values, got.tokens, strict=True))
+        line_tokens = [nhs_tokens.get(p.nhs_number) if p.nhs_number is not None else None for p in prepared]
+        return _TokenisedBatch(prepared, line_tokens, dob_tokens, time.perf_counter() - t0)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation-stage") as pool:
+        ahead: Future[_TokenisedBatch | None] = pool.submit(stage)
+        while (current := ahead.result()) is not None:
+            ahead = pool.submit(stage)
+            yield current
+
+
+def _validate_batch(
+    session: Session,
+    *,
+    seq: int,
+    batch: _TokenisedBatch,
+    header: InvoiceHeader,
+    snapshot: ReferenceSnapshot,
+    summary: SummaryAccumulator,
+) -> None:
+    t1 = time.perf_counter()
+    prepared, line_tokens, dob_tokens = batch.prepared, batch.line_tokens, batch.dob_tokens
+    reference = snapshot.for_patients(session, sorted({t for t in line_tokens if t is not None}))
+    candidates = {
+        dup_digest(k)
+        for p, t in zip(prepared, line_tokens, strict=True)
+        if (k := _candidate_key(p, header, t)) is not None
+    }
+    duplicates = BatchDuplicateIndex(repository.existing_dup_keys(session, sorted(candidates)))
+    t2 = time.perf_counter()
+    rows = []
+    for line, nhs_token in zip(prepared, line_tokens, strict=True):
+        dob_token = dob_tokens.get(line.date_of_birth.isoformat()) if line.date_of_birth is not None else None
+        outcome = validate_line(
+            line,
+            nhs_token=nhs_token,
+            dob_token=dob_token,
+            header=header,
+            reference=reference,
+            duplicates=duplicates,
+        )
+        summary.add(outcome)
+        rows.append(_row(seq, outcome))
+    t3 = time.perf_counter()
+    repository.insert_lines(session, rows)
+    log.info(
+        "validation_batch",
+        invoice_seq=seq,
+        lines=len(prepared),
+        prepare_and_tokenise_s=round(batch.seconds, 3),
+        prefetch_s=round(t2 - t1, 3),
+        validate_s=round(t3 - t2, 3),
+        insert_s=round(time.perf_counter() - t3, 3),
+    )
+
+
+def validate_invoice(
+    engine: Engine,
+    *,
+    seq: int,
+    spool: EncryptedSpool,
+    tokeniser: TokeniserClient,
+    settings: Settings,
+    on_batch: Callable[[int], None] | None = None,
+) -> None:
+    """Validates a claimed invoice from scratch; any failure leaves it `failed` with no lines."""
+    try:
+        _run(engine, seq=seq, spool=spool, tokeniser=tokeniser, settings=settings, on_batch=on_batch)
+    except Exception as exc:
+        log.warning("validation_failed", invoice_seq=seq, error=type(exc).__name__)
+        reason = getattr(exc, "detail", None) or f"validation failed unexpectedly ({type(exc).__name__})"
+        fail_invoice(engine, seq, f"{reason}; nothing of this invoice was kept: submit it again")
+        raise
+
+
+def _run(
+    engine: Engine,
+    *,
+    seq: int,
+    spool: EncryptedSpool,
+    tokeniser: TokeniserClient,
+    settings: Settings,
+    on_batch: Callable[[int], None] | None,
+) -> None:
+    started = time.perf_counter()
+    with Session(engine, expire_on_commit=False) as session:
+        invoice = repository.by_seq(session, seq)
+        assert invoice is not None
+        assert invoice.status == InvoiceStatus.VALIDATING
+        versions = reference_repository.current_versions(session)
+        snapshot = ReferenceSnapshot.load(session, versions, memory_rows=settings.reference_memory_rows)
+        # A restarted job starts from nothing, so no line of it counts twice as a duplicate.
+        repository.delete_lines(session, seq)
+        repository.update_invoice(
+            session, seq, reference_versions=json.dumps(snapshot.versions), lines_done=0
+        )
+        session.commit()
+        header = header_of(invoice)
+        summary = SummaryAccumulator()
+        done = 0
+        batches = _tokenised_batches(
+            spool, size=settings.validation_batch_lines, snapshot=snapshot, tokeniser=tokeniser
+        )
+        for batch in batches:
+            _validate_batch(session, seq=seq, batch=batch, header=header, snapshot=snapshot, summary=summary)
+            done += len(batch.prepared)
+            repository.update_invoice(session, seq, lines_done=done)
+            session.commit()
+            if on_batch is not None:
+                on_batch(done)
+        result = summary.result()
+        repository.update_invoice(
+            session,
+            seq,
+            status=InvoiceStatus.VALIDATED,
+            lines_done=done,
+            lines=result.lines,
+            valid=result.valid,
+            query=result.query,
+            rejected=result.rejected,
+            claimed_pennies=pennies(result.claimed_amount),
+            validated_pennies=pennies(result.validated_amount),
+            validated_at=datetime.now(UTC),
+        )
+        record_event(
+            session,
+            build_event(
+                source=SOURCE,
+                action="execute",
+                type="invoice.validate",
+                outcome="success",
+                principal=SERVICE_PRINCIPAL,
+                entity_type="invoice",
+                entity_id=invoice.id,
+                count=result.lines,
+                detail={
+                    "provider_code": invoice.provider_code,
+                    "commissioner_code": invoice.commissioner_code,
+                    "valid": result.valid,
+                    "query": result.query,
+                    "rejected": result.rejected,
+                    "reference_versions": snapshot.versions,
+                    "seconds": round(time.perf_counter() - started, 3),
+                },
+            ),
+        )
+        prune_superseded(session)
+        session.commit()
+    log.info(
+        "invoice_validated", invoice_seq=seq, lines=done, seconds=round(time.perf_counter() - started, 3)
+    )
+
+
+def fail_invoice(engine: Engine, seq: int, reason: str) -> None:
+    """Failed cleanly: no line of it is kept, the reason says what to do, and it is audited."""
+    with Session(engine) as session:
+        invoice = repository.by_seq(session, seq)
+        if invoice is None:
+            return
+        repository.delete_lines(session, seq)
+        repository.update_invoice(
+            session,
+            seq,
+            status=InvoiceStatus.FAILED,
+            failure_reason=reason[:1000],
+            lines_done=0,
+            lines=0,
+            valid=0,
+            query=0,
+            rejected=0,
+            claimed_pennies=0,
+            validated_pennies=0,
+        )
+        record_event(
+            session,
+            build_event(
+                source=SOURCE,
+                action="execute",
+                type="invoice.validate",
+                outcome="failure",
+                principal=SERVICE_PRINCIPAL,
+                entity_type="invoice",
+                entity_id=invoice.id,
+                detail={"reason": reason[:300]},
+            ),
+        )
+        session.commit()
+
+
+def recover_interrupted(engine: Engine) -> int:
+    """On start: every invoice left `received` or `validating` by an earlier process is failed."""
+    with Session(engine) as session:
+        stuck = [i.seq for i in repository.open_invoices(session) if i.seq is not None]
+    for seq in stuck:
+        fail_invoice(engine, seq, RESTART_REASON)
+    if stuck:
+        log.warning("interrupted_validations_failed", count=len(stuck))
+    return len(stuck)
+
+
+def claim(engine: Engine, invoice: Invoice) -> bool:
+    from cef_api.locks import transaction_lock
+
+    assert invoice.seq is not None
+    with Session(engine) as session:
+        transaction_lock(session, f"chain:{invoice.provider_code}:{invoice.commissioner_code}")
+        claimed = repository.try_claim(session, invoice.seq, invoice.provider_code, invoice.commissioner_code)
+        session.commit()
+    return claimed
+
+
+@dataclass
+class _Job:
+    invoice: Invoice
+    spool: EncryptedSpool
+
+
+class ValidationWorker:
+    """Background validation in a thread of the service process, in submission order."""
+
+    def __init__(
+        self, engine: Engine, tokeniser: TokeniserClient, settings: Settings, *, poll: float = 0.2
+    ) -> None:
+        self.engine = engine
+        self.tokeniser = tokeniser
+        self.settings = settings
+        self.poll = poll
+        self._jobs: dict[int, _Job] = {}
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+
+    def enqueue(self, invoice: Invoice, spool: EncryptedSpool) -> None:
+        assert invoice.seq is not None
+        with self._cond:
+            self._jobs[invoice.seq] = _Job(invoice, spool)
+            self._cond.notify_all()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._jobs)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="validation-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        # What is left is failed cleanly on the next start (its spool key dies with us).
+        with self._cond:
+            for job in self._jobs.values():
+                job.spool.delete()
+            self._jobs.clear()
+
+    def run_once(self) -> bool:
+        """Validates the first claimable queued invoice; False when none could be claimed."""
+        with self._cond:
+            queued = sorted(self._jobs.items())
+        for seq, job in queued:
+            if not claim(self.engine, job.invoice):
+                continue
+            with self._cond:
+                self._jobs.pop(seq, None)
+            try:
+                validate_invoice(
+                    self.engine, seq=seq, spool=job.spool, tokeniser=self.tokeniser, settings=self.settings
+                )
+            except Exception:  # already failed and audited by validate_invoice; the worker goes on
+                pass
+            finally:
+                job.spool.delete()
+            return True
+        return False
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._stop:
+                    return
+                if not self._jobs:
+                    self._cond.wait(self.poll * 5)
+                    continue
+            try:
+                worked = self.run_once()
+            except Exception as exc:  # the worker must outlive any failure
+                log.error("validation_worker_error", error=type(exc).__name__)
+                worked = False
+            if not worked:
+                with self._cond:
+                    self._cond.wait(self.poll)

@@ -1,0 +1,234 @@
+"""Every query on invoices and their lines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from cef_api.invoices.models import Invoice, InvoiceLine, InvoiceStatus
+
+IN_CHUNK = 5_000
+INSERT_CHUNK = 10_000
+
+invoice_t: sa.Table = Invoice.__table__  # type: ignore[attr-defined]
+line_t: sa.Table = InvoiceLine.__table__  # type: ignore[attr-defined]
+IV = invoice_t.c
+L = line_t.c
+
+
+def by_id(session: Session, invoice_id: str) -> Invoice | None:
+    return session.execute(sa.select(Invoice).where(IV.id == invoice_id)).scalar_one_or_none()
+
+
+def by_seq(session: Session, seq: int) -> Invoice | None:
+    return session.get(Invoice, seq)
+
+
+def by_idempotency_key(session: Session, provider_code: str, key: str) -> Invoice | None:
+    stmt = sa.select(Invoice).where(IV.provider_code == provider_code, IV.idempotency_key == key)
+    return session.execute(stmt).scalar_one_or_none()
+
+
+def number_taken(session: Session, provider_code: str, invoice_number: str) -> bool:
+    stmt = sa.select(sa.literal(1)).where(
+        IV.provider_code == provider_code,
+        IV.invoice_number == invoice_number,
+        IV.status != InvoiceStatus.FAILED,
+    )
+    return session.execute(stmt.limit(1)).first() is not None
+
+
+def try_claim(session: Session, seq: int, provider_code: str, commissioner_code: str) -> bool:
+    """Marks the invoice `validating` when no other invoice of its chain (same provider and
+    commissioner) is validating and none submitted before it waits: one statement, so atomic."""
+    other = invoice_t.alias("other")
+    blocking = sa.exists().where(
+        other.c.provider_code == provider_code,
+        other.c.commissioner_code == commissioner_code,
+        other.c.seq != seq,
+        sa.or_(
+            other.c.status == InvoiceStatus.VALIDATING,
+            sa.and_(other.c.status == InvoiceStatus.RECEIVED, other.c.seq < seq),
+        ),
+    )
+    result = cast(
+        "sa.CursorResult[Any]",
+        session.execute(
+            sa.update(invoice_t)
+            .where(invoice_t.c.seq == seq, invoice_t.c.status == InvoiceStatus.RECEIVED, ~blocking)
+            .values(status=InvoiceStatus.VALIDATING, lines_done=0)
+        ),
+    )
+    return bool(result.rowcount == 1)
+
+
+def delete_lines(session: Session, seq: int) -> None:
+    session.execute(sa.delete(line_t).where(line_t.c.invoice_seq == seq))
+
+
+LINE_COLUMNS = (
+    "invoice_seq",
+    "line_no",
+    "line_ref",
+    "outcome",
+    "reasons",
+    "responsible_commissioner",
+    "expected_pennies",
+    "claimed_pennies",
+    "nhs_token",
+    "activity_date",
+    "hrg_code",
+    "point_of_delivery",
+    "service_code",
+    "dup_key",
+)
+_INSERT_SQL = (
+    f"INSERT INTO invoice_line ({', '.join(LINE_COLUMNS)}) VALUES ({', '.join('?' for _ in LINE_COLUMNS)})"
+)
+_COPY_SQL = f"COPY invoice_line ({', '.join(LINE_COLUMNS)}) FROM STDIN"
+
+
+def insert_lines(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Bulk insert in the session's transaction: COPY on PostgreSQL, one executemany on SQLite."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(_COPY_SQL) as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    raw = connection.connection.driver_connection
+    for start in range(0, len(rows), INSERT_CHUNK):
+        raw.executemany(_INSERT_SQL, [_sqlite_row(r) for r in rows[start : start + INSERT_CHUNK]])  # type: ignore[union-attr]
+
+
+def _sqlite_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    # SQLAlchemy stores dates on SQLite as ISO text; store them the same way.
+    date_index = 9
+    value = row[date_index]
+    if value is None:
+        return row
+    return (*row[:date_index], value.isoformat(), *row[date_index + 1 :])
+
+
+def existing_dup_keys(session: Session, keys: Sequence[str]) -> set[str]:
+    """Which of `keys` earlier lines (any invoice, this one's earlier batches included) hold."""
+    found: set[str] = set()
+    for start in range(0, len(keys), IN_CHUNK):
+        chunk = keys[start : start + IN_CHUNK]
+        found.update(
+            session.execute(sa.select(line_t.c.dup_key).where(line_t.c.dup_key.in_(chunk))).scalars()
+        )
+    return found
+
+
+def update_invoice(session: Session, seq: int, **values: Any) -> None:
+    session.execute(sa.update(invoice_t).where(invoice_t.c.seq == seq).values(**values))
+
+
+def open_invoices(session: Session) -> list[Invoice]:
+    stmt = sa.select(Invoice).where(IV.status.in_(InvoiceStatus.OPEN))
+    return list(session.execute(stmt).scalars())
+
+
+def page_invoices(
+    session: Session,
+    *,
+    provider_code: str | None,
+    commissioner_code: str | None,
+    statuses: Sequence[str] | None,
+    after_seq: int | None,
+    limit: int,
+) -> list[Invoice]:
+    stmt = sa.select(Invoice)
+    if provider_code:
+        stmt = stmt.where(IV.provider_code == provider_code)
+    if commissioner_code:
+        stmt = stmt.where(IV.commissioner_code == commissioner_code)
+    if statuses:
+        stmt = stmt.where(IV.status.in_(statuses))
+    if after_seq is not None:
+        stmt = stmt.where(IV.seq > after_seq)
+    stmt = stmt.order_by(IV.seq).limit(limit)
+    return list(session.execute(stmt).scalars())
+
+
+def approved_total(session: Session, commissioner_code: str) -> int:
+    stmt = sa.select(sa.func.coalesce(sa.func.sum(IV.approved_pennies), 0)).where(
+        IV.commissioner_code == commissioner_code,
+        IV.status.in_((InvoiceStatus.APPROVED, InvoiceStatus.PART_APPROVED)),
+    )
+    return int(session.execute(stmt).scalar_one())
+
+
+def page_lines(
+    session: Session, *, seq: int, outcome: str | None, after_line_no: int | None, limit: int
+) -> list[InvoiceLine]:
+    stmt = sa.select(InvoiceLine).where(L.invoice_seq == seq)
+    if outcome:
+        stmt = stmt.where(L.outcome == outcome)
+    if after_line_no is not None:
+        stmt = stmt.where(L.line_no > after_line_no)
+    stmt = stmt.order_by(L.line_no).limit(limit)
+    return list(session.execute(stmt).scalars())
+
+
+def line_by_ref(session: Session, seq: int, line_ref: str) -> InvoiceLine | None:
+    stmt = sa.select(InvoiceLine).where(L.invoice_seq == seq, L.line_ref == line_ref)
+    return session.execute(stmt).scalars().first()
+
+
+def pending_queries(session: Session, seq: int) -> int:
+    stmt = sa.select(sa.func.count()).where(
+        L.invoice_seq == seq,
+        L.outcome == "query",
+        L.decision.is_(None),
+    )
+    return int(session.execute(stmt).scalar_one())
+
+
+def payable_totals(session: Session, seq: int) -> tuple[int, int, int]:
+    """(approved pennies, lines paid, lines not paid) once every query line is decided."""
+    paid = sa.case(
+        (L.outcome == "valid", L.claimed_pennies),
+        (
+            sa.and_(L.outcome == "query", L.decision == "accept"),
+            L.decided_pennies,
+        ),
+        else_=None,
+    )
+    stmt = sa.select(
+        sa.func.coalesce(sa.func.sum(paid), 0),
+        sa.func.count(paid),
+        sa.func.count(),
+    ).where(L.invoice_seq == seq)
+    total, paid_lines, all_lines = session.execute(stmt).one()
+    return int(total), int(paid_lines), int(all_lines) - int(paid_lines)
+
+
+def closed_before(session: Session, cutoff: datetime) -> list[int]:
+    decided = sa.func.coalesce(IV.decided_at, IV.submitted_at)
+    stmt = sa.select(IV.seq).where(
+        IV.status.in_(InvoiceStatus.CLOSED),
+        IV.purged_at.is_(None),
+        decided < cutoff,
+    )
+    return [int(s) for s in session.execute(stmt).scalars()]
+
+
+def purge_line_tokens(session: Session, seqs: Sequence[int]) -> int:
+    count = 0
+    for start in range(0, len(seqs), IN_CHUNK):
+        chunk = list(seqs[start : start + IN_CHUNK])
+        result = cast(
+            "sa.CursorResult[Any]",
+            session.execute(
+                sa.update(line_t).where(line_t.c.invoice_seq.in_(chunk)).values(nhs_token=None, dup_key=None)
+            ),
+        )
+        count += int(result.rowcount or 0)
+    return count

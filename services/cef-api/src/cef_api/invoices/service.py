@@ -1,0 +1,654 @@
+"""Invoice domain logic: submission, who may see what, query decisions and approval.
+Keyword-only arguments, no HTTP types; errors are `AppError`s saying what to change."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+import orjson
+import structlog
+from pydantic import ValidationError
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from cef_api.config import Settings
+from cef_api.invoices import jobs, repository
+from cef_api.invoices.exceptions import (
+    DuplicateInvoice,
+    IdempotencyKeyReused,
+    InvoiceHeaderInvalid,
+    InvoiceNotReady,
+    LineNotDecidable,
+    QueriesPending,
+)
+from cef_api.invoices.models import Invoice, InvoiceLine, InvoiceStatus
+from cef_api.invoices.schemas import (
+    ApprovedItem,
+    ApprovedPage,
+    DecisionIn,
+    InvoiceHeaderIn,
+    InvoiceOut,
+    InvoicePage,
+    LineDetailOut,
+    LineDetailPage,
+    LineOut,
+    LinePage,
+    SummaryOut,
+    money,
+    pennies,
+)
+from cef_api.reference import repository as reference_repository
+from cef_api.spool import EncryptedSpool
+from cef_api.tokeniser_client import TokeniserClient
+from cef_common.audit import build_event, record_event
+from cef_common.auth import Principal, ensure_org
+from cef_common.errors import AppError, BadRequest, Forbidden, NotFound
+
+log = structlog.get_logger(__name__)
+
+SOURCE = "cef-api"
+SUBMIT, VALIDATE, READ = "invoices:submit", "invoices:validate", "invoices:read"
+OUTCOMES = ("valid", "query", "rejected")
+MAX_PAGE = 5000
+
+
+class Role(StrEnum):
+    PROVIDER = "provider"
+    STAFF = "staff"
+    FINANCE = "finance"
+
+
+# --- submission -------------------------------------------------------------------------------------
+
+
+@dataclass
+class SubmitResult:
+    invoice: Invoice
+    accepted: bool  # 202: still being validated in the background
+    replayed: bool = False
+    spool_handed_over: bool = False
+
+
+def parse_header(raw: bytes) -> InvoiceHeaderIn:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvoiceHeaderInvalid(
+            "the 'invoice' part is not JSON; send the header as a JSON object with invoice_number, "
+            "provider_code, commissioner_code, invoice_date, period_start and period_end"
+        ) from None
+    if not isinstance(data, dict):
+        raise InvoiceHeaderInvalid("the 'invoice' part must be a JSON object")
+    try:
+        return InvoiceHeaderIn.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]) or "invoice", "message": e["msg"]}
+            for e in exc.errors()
+        ]
+        first = errors[0]
+        raise InvoiceHeaderInvalid(
+            f"invoice header: {first['field']}: {first['message']}", extra={"errors": errors}
+        ) from None
+
+
+def _request_hash(header: InvoiceHeaderIn, spool: EncryptedSpool) -> str:
+    canonical = orjson.dumps(header.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical + b"\n" + spool.sha256.encode()).hexdigest()
+
+
+def _check_against_reference(session: Session, header: InvoiceHeaderIn) -> None:
+    versions = reference_repository.current_versions(session)
+    if not reference_repository.provider_known(session, versions, header.provider_code):
+        raise InvoiceHeaderInvalid(
+            f"invoice header: provider_code {header.provider_code} is not in the providers reference data; "
+            "use the provider's ODS trust code (or ask the CEF to load it)",
+            extra={"errors": [{"field": "provider_code", "message": "unknown provider"}]},
+        )
+    if not reference_repository.commissioner_known(session, versions, header.commissioner_code):
+        raise InvoiceHeaderInvalid(
+            f"invoice header: commissioner_code {header.commissioner_code} is not a commissioner the CEF "
+            "knows (from GP practices, postcode districts or specialised services); address the invoice "
+            "to a sub-ICB/CCG code or X24",
+            extra={"errors": [{"field": "commissioner_code", "message": "unknown commissioner"}]},
+        )
+
+
+def _audit_refusal(engine: Engine, principal: Principal, exc: AppError, provider_code: str | None) -> None:
+    with Session(engine) as session:
+        record_event(
+            session,
+            build_event(
+                source=SOURCE,
+                action="create",
+                type="invoice.submit",
+                outcome="denied" if exc.status in (401, 403) else "failure",
+                principal=principal,
+                entity_type="invoice",
+                detail={"code": exc.code, "status": exc.status, "provider_code": provider_code},
+            ),
+        )
+        session.commit()
+
+
+def submit(
+    *,
+    engine: Engine,
+    settings: Settings,
+    tokeniser: TokeniserClient,
+    worker: jobs.ValidationWorker | None,
+    principal: Principal,
+    header_bytes: bytes,
+    spool: EncryptedSpool,
+    idempotency_key: str | None,
+) -> SubmitResult:
+    """Checks, stores and validates a submission. The spool stays the caller's to delete unless
+    the result says it was handed over to the background worker."""
+    provider_code: str | None = None
+    try:
+        header = parse_header(header_bytes)
+        provider_code = header.provider_code
+        ensure_org(principal, header.provider_code, what=f"an invoice of provider {header.provider_code}")
+        request_hash = _request_hash(header, spool)
+        with Session(engine, expire_on_commit=False) as session:
+            if idempotency_key:
+                replay = _replay(session, header.provider_code, idempotency_key, request_hash)
+                if replay is not None:
+                    return replay
+            _check_against_reference(session, header)
+            if repository.number_taken(session, header.provider_code, header.invoice_number):
+                raise DuplicateInvoice(
+                    f"invoice {header.invoice_number} of provider {header.provider_code} "
+                    "was submitted before; "
+                    "give a corrected invoice a new invoice_number"
+                )
+        jobs.count_lines(spool)
+        invoice = _store(engine, principal, header, request_hash, spool, idempotency_key, settings)
+    except AppError as exc:
+        _audit_refusal(engine, principal, exc, provider_code)
+        raise
+    if isinstance(invoice, SubmitResult):
+        return invoice
+    return _validate_or_hand_over(engine, settings, tokeniser, worker, invoice, spool)
+
+
+def _replay(session: Session, provider_code: str, key: str, request_hash: str) -> SubmitResult | None:
+    existing = repository.by_idempotency_key(session, provider_code, key)
+    if existing is None:
+        return None
+    if existing.request_hash != request_hash:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was used for a different submission; use a new key for a new submission"
+        )
+    return SubmitResult(existing, accepted=existing.background, replayed=True)
+
+
+def _store(
+    engine: Engine,
+    principal: Principal,
+    header: InvoiceHeaderIn,
+    request_hash: str,
+    spool: EncryptedSpool,
+    idempotency_key: str | None,
+    settings: Settings,
+) -> Invoice | SubmitResult:
+    background = spool.size > settings.async_threshold_bytes
+    invoice = Invoice(
+        id=str(uuid.uuid4()),
+        invoice_number=header.invoice_number,
+        provider_code=header.provider_code,
+        commissioner_code=header.commissioner_code,
+        invoice_date=header.invoice_date,
+        period_start=header.period_start,
+        period_end=header.period_end,
+        status=InvoiceStatus.RECEIVED,
+        submitted_at=datetime.now(UTC),
+        submitted_by=principal.sub[:200],
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        backing_bytes=spool.size,
+        background=background,
+    )
+    try:
+        with Session(engine, expire_on_commit=False) as session:
+            session.add(invoice)
+            session.flush()
+            record_event(
+                session,
+                build_event(
+                    source=SOURCE,
+                    action="create",
+                    type="invoice.submit",
+                    outcome="success",
+                    principal=principal,
+                    entity_type="invoice",
+                    entity_id=invoice.id,
+                    detail={
+                        "invoice_number": header.invoice_number,
+                        "provider_code": header.provider_code,
+                        "commissioner_code": header.commissioner_code,
+                        "backing_bytes": spool.size,
+                    },
+                ),
+            )
+            session.commit()
+    except IntegrityError:
+        # A concurrent request won the race: the same key replays it, the same number is a conflict.
+        with Session(engine, expire_on_commit=False) as session:
+            if idempotency_key:
+                replay = _replay(session, header.provider_code, idempotency_key, request_hash)
+                if replay is not None:
+                    return replay
+        raise DuplicateInvoice(
+            f"invoice {header.invoice_number} of provider {header.provider_code} was submitted before; "
+            "give a corrected invoice a new invoice_number"
+        ) from None
+    return invoice
+
+
+def _validate_or_hand_over(
+    engine: Engine,
+    settings: Settings,
+    tokeniser: TokeniserClient,
+    worker: jobs.ValidationWorker | None,
+    invoice: Invoice,
+    spool: EncryptedSpool,
+) -> SubmitResult:
+    assert invoice.seq is not None
+    if not invoice.background:
+        deadline = time.monotonic() + settings.sync_wait_seconds
+        while True:
+            if jobs.claim(engine, invoice):
+                jobs.validate_invoice(
+                    engine, seq=invoice.seq, spool=spool, tokeniser=tokeniser, settings=settings
+                )
+                with Session(engine, expire_on_commit=False) as session:
+                    done = repository.by_seq(session, invoice.seq)
+                assert done is not None
+                return SubmitResult(done, accepted=False)
+            if time.monotonic() >= deadline or worker is None:
+                break
+            time.sleep(0.05)
+        with Session(engine) as session:
+            repository.update_invoice(session, invoice.seq, background=True)
+            session.commit()
+        invoice.background = True
+    if worker is None:
+        jobs.fail_invoice(engine, invoice.seq, "background validation is switched off on this service")
+        raise InvoiceNotReady("this service validates no invoice in the background; submit a smaller file")
+    worker.enqueue(invoice, spool)
+    return SubmitResult(invoice, accepted=True, spool_handed_over=True)
+
+
+# --- views ---------------------------------------------------------------------------------------------
+
+
+def role_for(principal: Principal, invoice: Invoice) -> Role:
+    org = (principal.org or "").upper()
+    if principal.has(VALIDATE) and org == invoice.commissioner_code:
+        return Role.STAFF
+    if principal.has(SUBMIT) and org == invoice.provider_code:
+        return Role.PROVIDER
+    if principal.has(READ) and org == invoice.commissioner_code:
+        return Role.FINANCE
+    raise Forbidden(
+        "this invoice belongs to another organisation: providers see their own invoices, commissioners "
+        "those addressed to them",
+        code="other-organisation",
+    )
+
+
+def invoice_out(invoice: Invoice) -> InvoiceOut:
+    return InvoiceOut(
+        id=invoice.id,
+        invoice_number=invoice.invoice_number,
+        provider_code=invoice.provider_code,
+        commissioner_code=invoice.commissioner_code,
+        invoice_date=invoice.invoice_date,
+        period_start=invoice.period_start,
+        period_end=invoice.period_end,
+        status=invoice.status,
+        summary=SummaryOut(
+            lines=invoice.lines,
+            valid=invoice.valid,
+            query=invoice.query,
+            rejected=invoice.rejected,
+            claimed_amount=money(invoice.claimed_pennies) or "0.00",
+            validated_amount=money(invoice.validated_pennies) or "0.00",
+        ),
+        lines_done=invoice.lines_done,
+        approved_amount=money(invoice.approved_pennies),
+        reference_versions=json.loads(invoice.reference_versions or "{}"),
+        failure_reason=invoice.failure_reason,
+        submitted_at=invoice.submitted_at,
+        validated_at=invoice.validated_at,
+        decided_at=invoice.decided_at,
+    )
+
+
+def get_invoice(session: Session, *, principal: Principal, invoice_id: str) -> tuple[Invoice, Role]:
+    invoice = repository.by_id(session, invoice_id)
+    if invoice is None:
+        raise NotFound(f"there is no invoice {invoice_id}; use the id returned on submission")
+    return invoice, role_for(principal, invoice)
+
+
+def _cursor(raw: str | None) -> int | None:
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit():
+        raise BadRequest(
+            "cursor is not valid: pass the next_cursor of the previous page unchanged", code="bad-cursor"
+        )
+    return int(raw)
+
+
+def _limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE:
+        raise BadRequest(f"limit must be between 1 and {MAX_PAGE}", code="bad-limit")
+    return limit
+
+
+def list_invoices(
+    session: Session,
+    *,
+    principal: Principal,
+    status: str | None,
+    provider_code: str | None,
+    commissioner_code: str | None,
+    limit: int,
+    cursor: str | None,
+) -> InvoicePage:
+    org = (principal.org or "").upper()
+    if not org:
+        raise Forbidden("the token names no organisation (org claim)", code="no-organisation")
+    provider_code = provider_code.upper() if provider_code else None
+    commissioner_code = commissioner_code.upper() if commissioner_code else None
+    if principal.has(VALIDATE) or principal.has(READ):
+        if commissioner_code and commissioner_code != org and not principal.has(SUBMIT):
+            raise Forbidden(
+                f"commissioner {commissioner_code} is not the caller's organisation",
+                code="other-organisation",
+            )
+    if principal.has(SUBMIT) and not (principal.has(VALIDATE) or principal.has(READ)):
+        if provider_code and provider_code != org:
+            raise Forbidden(
+                f"provider {provider_code} is not the caller's organisation", code="other-organisation"
+            )
+        provider_code = org
+    elif not principal.has(SUBMIT):
+        commissioner_code = org
+    statuses = [s.strip() for s in status.split(",")] if status else None
+    limit = _limit(limit)
+    rows = repository.page_invoices(
+        session,
+        provider_code=provider_code,
+        commissioner_code=commissioner_code,
+        statuses=statuses,
+        after_seq=_cursor(cursor),
+        limit=limit + 1,
+    )
+    # A token holding several scopes sees the union its roles allow, never more.
+    visible = [i for i in rows if _may_see(principal, i)]
+    page = visible[:limit]
+    more = len(rows) > limit
+    next_cursor = str(rows[limit - 1].seq) if more else None
+    return InvoicePage(items=[invoice_out(i) for i in page], next_cursor=next_cursor)
+
+
+def _may_see(principal: Principal, invoice: Invoice) -> bool:
+    try:
+        role_for(principal, invoice)
+        return True
+    except Forbidden:
+        return False
+
+
+def _line_out(line: InvoiceLine) -> LineOut:
+    return LineOut(
+        line_ref=line.line_ref,
+        outcome=line.outcome,
+        reasons=line.reasons.split(";") if line.reasons else [],
+        responsible_commissioner=line.responsible_commissioner,
+        expected_amount=money(line.expected_pennies),
+    )
+
+
+def _line_detail(line: InvoiceLine) -> LineDetailOut:
+    return LineDetailOut(
+        **_line_out(line).model_dump(),
+        line_no=line.line_no,
+        patient_token=line.nhs_token,
+        activity_date=line.activity_date,
+        hrg_code=line.hrg_code,
+        point_of_delivery=line.point_of_delivery,
+        service_code=line.service_code,
+        claimed_amount=money(line.claimed_pennies),
+        decision=line.decision,
+        decided_amount=money(line.decided_pennies),
+        decision_reason=line.decision_reason,
+        decided_by=line.decided_by,
+        decided_at=line.decided_at,
+    )
+
+
+def list_lines(
+    session: Session,
+    *,
+    principal: Principal,
+    invoice_id: str,
+    outcome: str | None,
+    limit: int,
+    cursor: str | None,
+) -> LinePage | LineDetailPage:
+    invoice, role = get_invoice(session, principal=principal, invoice_id=invoice_id)
+    if role is Role.FINANCE:
+        raise Forbidden(
+            "finance sees invoice headers, summaries and approved amounts, never line-level data",
+            code="lines-not-for-finance",
+        )
+    if outcome is not None and outcome not in OUTCOMES:
+        raise BadRequest(f"outcome must be one of {', '.join(OUTCOMES)}", code="bad-outcome")
+    limit = _limit(limit)
+    assert invoice.seq is not None
+    rows = repository.page_lines(
+        session, seq=invoice.seq, outcome=outcome, after_line_no=_cursor(cursor), limit=limit + 1
+    )
+    page = rows[:limit]
+    next_cursor = str(page[-1].line_no) if len(rows) > limit else None
+    if role is Role.PROVIDER:
+        return LinePage(items=[_line_out(r) for r in page], next_cursor=next_cursor)
+    record_event(
+        session,
+        build_event(
+            source=SOURCE,
+            action="read",
+            type="invoice.lines.read",
+            outcome="success",
+            principal=principal,
+            entity_type="invoice",
+            entity_id=invoice.id,
+            count=len(page),
+            detail={"outcome": outcome, "with": "patient_token"},
+        ),
+    )
+    return LineDetailPage(items=[_line_detail(r) for r in page], next_cursor=next_cursor)
+
+
+# --- workflow -------------------------------------------------------------------------------------------
+
+
+def _staff_invoice(session: Session, principal: Principal, invoice_id: str) -> Invoice:
+    invoice, role = get_invoice(session, principal=principal, invoice_id=invoice_id)
+    if role is not Role.STAFF:
+        raise Forbidden(
+            "deciding needs the scope invoices:validate for the invoice's commissioner",
+            code="insufficient-scope",
+        )
+    return invoice
+
+
+def decide_line(
+    session: Session, *, principal: Principal, invoice_id: str, line_ref: str, decision: DecisionIn
+) -> LineDetailOut:
+    invoice = _staff_invoice(session, principal, invoice_id)
+    if invoice.status != InvoiceStatus.VALIDATED:
+        raise InvoiceNotReady(
+            f"the invoice is {invoice.status}; "
+            "lines can be decided only while it is validated and not yet approved"
+        )
+    assert invoice.seq is not None
+    line = repository.line_by_ref(session, invoice.seq, line_ref)
+    if line is None:
+        raise NotFound(f"invoice {invoice.invoice_number} has no line {line_ref!r}")
+    if line.outcome != "query":
+        raise LineNotDecidable(f"line {line_ref} is {line.outcome}; only query lines are decided")
+    if decision.decision == "accept":
+        assert decision.amount is not None
+        line.decision, line.decided_pennies, line.decision_reason = (
+            "accept",
+            pennies(Decimal(decision.amount)),
+            decision.reason,
+        )
+    else:
+        line.decision, line.decided_pennies, line.decision_reason = "reject", None, decision.reason
+    line.decided_by = principal.sub[:200]
+    line.decided_at = datetime.now(UTC)
+    session.add(line)
+    record_event(
+        session,
+        build_event(
+            source=SOURCE,
+            action="update",
+            type="invoice.line.decision",
+            outcome="success",
+            principal=principal,
+            entity_type="invoice-line",
+            entity_id=f"{invoice.id}/{line_ref}",
+            detail={"decision": line.decision, "amount": money(line.decided_pennies)},
+        ),
+    )
+    session.flush()
+    return _line_detail(line)
+
+
+def approve(session: Session, *, principal: Principal, invoice_id: str) -> InvoiceOut:
+    invoice = _staff_invoice(session, principal, invoice_id)
+    if invoice.status != InvoiceStatus.VALIDATED:
+        raise InvoiceNotReady(f"the invoice is {invoice.status}; only a validated invoice can be approved")
+    assert invoice.seq is not None
+    pending = repository.pending_queries(session, invoice.seq)
+    if pending:
+        raise QueriesPending(
+            f"{pending} query line(s) have no decision yet; accept or reject each before approving",
+            extra={"pending": pending},
+        )
+    total, paid, unpaid = repository.payable_totals(session, invoice.seq)
+    invoice.status = (
+        InvoiceStatus.APPROVED
+        if unpaid == 0
+        else InvoiceStatus.REJECTED
+        if paid == 0
+        else InvoiceStatus.PART_APPROVED
+    )
+    invoice.approved_pennies = total
+    invoice.decided_at = datetime.now(UTC)
+    invoice.decided_by = principal.sub[:200]
+    session.add(invoice)
+    record_event(
+        session,
+        build_event(
+            source=SOURCE,
+            action="update",
+            type="invoice.approve",
+            outcome="success",
+            principal=principal,
+            entity_type="invoice",
+            entity_id=invoice.id,
+            detail={
+                "status": invoice.status,
+                "approved_amount": money(total),
+                "lines_paid": paid,
+                "lines_unpaid": unpaid,
+            },
+        ),
+    )
+    session.flush()
+    return invoice_out(invoice)
+
+
+def approved_to_pay(
+    session: Session, *, principal: Principal, limit: int, cursor: str | None
+) -> ApprovedPage:
+    org = (principal.org or "").upper()
+    if not org:
+        raise Forbidden("the token names no organisation (org claim)", code="no-organisation")
+    limit = _limit(limit)
+    rows = repository.page_invoices(
+        session,
+        provider_code=None,
+        commissioner_code=org,
+        statuses=[InvoiceStatus.APPROVED, InvoiceStatus.PART_APPROVED],
+        after_seq=_cursor(cursor),
+        limit=limit + 1,
+    )
+    page = rows[:limit]
+    return ApprovedPage(
+        items=[
+            ApprovedItem(
+                id=i.id,
+                invoice_number=i.invoice_number,
+                provider_code=i.provider_code,
+                commissioner_code=i.commissioner_code,
+                status=i.status,
+                approved_amount=money(i.approved_pennies) or "0.00",
+                claimed_amount=money(i.claimed_pennies) or "0.00",
+                decided_at=i.decided_at,
+            )
+            for i in page
+        ],
+        total_approved_amount=money(repository.approved_total(session, org)) or "0.00",
+        next_cursor=str(page[-1].seq) if len(rows) > limit else None,
+    )
+
+
+# --- retention ------------------------------------------------------------------------------------------
+
+
+def purge(
+    engine: Engine, *, older_than_days: int, principal: Principal | None, now: datetime | None = None
+) -> dict[str, Any]:
+    """Removes line-level patient tokens (and duplicate keys made from them) of closed invoices
+    decided more than `older_than_days` ago; outcomes, reasons, amounts and summaries stay."""
+    cutoff = (now or datetime.now(UTC)) - timedelta(days=older_than_days)
+    with Session(engine) as session:
+        seqs = repository.closed_before(session, cutoff)
+        lines = repository.purge_line_tokens(session, seqs)
+        stamp = datetime.now(UTC)
+        for seq in seqs:
+            repository.update_invoice(session, seq, purged_at=stamp)
+        record_event(
+            session,
+            build_event(
+                source=SOURCE,
+                action="delete",
+                type="invoice.purge",
+                outcome="success",
+                principal=principal,
+                entity_type="invoice",
+                count=len(seqs),
+                detail={"older_than_days": older_than_days, "lines": lines, "cutoff": cutoff.isoformat()},
+            ),
+        )
+        session.commit()
+    log.info("retention_purge", invoices=len(seqs), lines=lines)
+    return {"invoices": len(seqs), "lines": lines}

@@ -1,0 +1,1 @@
+"""Reference data: GP practices, patients, registrations, districts, tariff, providers, services."""

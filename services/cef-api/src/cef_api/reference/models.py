@@ -1,0 +1,101 @@
+"""Tables of the reference data; every row belongs to one version of its dataset."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlmodel import Field, SQLModel
+
+
+class ReferenceVersion(SQLModel, table=True):
+    """One load of one dataset; the highest version of a dataset is the one in force."""
+
+    __tablename__ = "reference_version"
+
+    id: int | None = Field(default=None, primary_key=True)
+    dataset: str = Field(max_length=40)
+    version: int
+    rows: int
+    # The tokeniser key versions (per kind) the dataset's tokens were made under.
+    key_version: int | None = None  # nhs_number
+    dob_key_version: int | None = None  # date_of_birth
+    loaded_at: datetime
+    loaded_by: str = Field(max_length=200)
+
+
+class RefGpPractice(SQLModel, table=True):
+    __tablename__ = "ref_gp_practice"
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: int
+    gp_practice_code: str = Field(max_length=12)
+    name: str = Field(max_length=200)
+    commissioner_code: str | None = Field(default=None, max_length=12)
+    status: str = Field(max_length=4)
+
+
+class RefPatient(SQLModel, table=True):
+    """A patient of the trace as the CEF holds it: tokens and the postcode district only."""
+
+    __tablename__ = "ref_patient"
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: int
+    nhs_token: str = Field(max_length=128)
+    dob_token: str | None = Field(default=None, max_length=128)
+    outward_code: str | None = Field(default=None, max_length=8)
+
+
+class RefRegistration(SQLModel, table=True):
+    __tablename__ = "ref_registration"
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: int
+    nhs_token: str = Field(max_length=128)
+    gp_practice_code: str = Field(max_length=12)
+    registered_from: date
+    registered_to: date | None = None
+
+
+class RefPostcodeDistrict(SQLModel, table=True):
+    __tablename__ = "ref_postcode_district"
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: int
+    postcode_district: str = Field(max_length=8)
+    commissioner_code: str = Field(max_length=12)
+
+
+class RefTariff(SQLModel, table=True):
+    """Prices are kept as decimal strings so that they round-trip exactly on every database."""
+
+    __tablename__ = "ref_tariff"
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: int
+    hrg_code: str = Field(max_length=12)
+    hrg_name: str = Field(max_length=300)
+    point_of_delivery: str = Field(max_length=8)
+    price: str = Field(max_length=20)
+    trim_point_days: int
+    excess_bed_day_price: str = Field(max_length=20)
+
+
+class RefProvider(SQLModel, table=True):
+    __tablename__ = "ref_provider"
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: int
+    provider_code: str = Field(max_length=12)
+    name: str = Field(max_length=200)
+    market_forces_factor: str = Field(max_length=20)
+
+
+class RefSpecialisedService(SQLModel, table=True):
+    __tablename__ = "ref_specialised_service"
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: int
+    service_code: str = Field(max_length=20)
+    name: str = Field(max_length=300)
+    commissioner_code: str = Field(max_length=12)

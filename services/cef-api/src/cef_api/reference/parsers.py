@@ -1,0 +1,474 @@
+"""Parsers of the seven reference datasets: bytes of a file in, typed rows out, or the whole file refused.
+
+Pure: no database, no tokenising. Every row is checked; a file with any bad row is refused whole
+with its first errors by line (of the file, 1-based) and column. Error messages never repeat a
+value of the patient files (NHS numbers, dates, postcodes): the line and column locate it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any, Final
+
+from cef_api.validation.nhs_number import normalise_nhs_number
+from cef_api.validation.postcode import outward_code
+from cef_api.validation.values import POINTS_OF_DELIVERY, parse_date_uncached
+from cef_common.errors import NotFound, Unprocessable
+
+DATASETS: Final[tuple[str, ...]] = (
+    "gp-practices",
+    "patients",
+    "registrations",
+    "postcode-districts",
+    "tariff",
+    "providers",
+    "specialised-services",
+)
+FILENAMES: Final[dict[str, str]] = {
+    "gp-practices": "epraccur.csv",
+    "patients": "patients.csv",
+    "registrations": "registrations.csv",
+    "postcode-districts": "postcode_districts.csv",
+    "tariff": "tariff.csv",
+    "providers": "providers.csv",
+    "specialised-services": "specialised_services.csv",
+}
+MAX_REPORTED_ERRORS: Final = 20
+EPRACCUR_FIELDS: Final = 27
+
+_CODE: Final = re.compile(r"[A-Z0-9]+")
+_DISTRICT: Final = re.compile(r"[A-Z][A-Z0-9]{1,3}")
+_DECIMAL: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
+_INTEGER: Final = re.compile(r"[0-9]+")
+
+
+class ReferenceFileError(Unprocessable):
+    """A reference file refused whole; `errors` lists the first problems by line and column."""
+
+    code = "reference-file-invalid"
+    title = "Reference file is not valid"
+
+    def __init__(self, dataset: str, errors: list[dict[str, Any]], total: int | None = None) -> None:
+        total = len(errors) if total is None else total
+        first = errors[0]
+        where = f"line {first['line']}" + (f", column {first['column']}" if first.get("column") else "")
+        more = f" (and {total - 1} more problem{'s' if total > 2 else ''})" if total > 1 else ""
+        super().__init__(
+            f"The {dataset} file was not loaded: {where}: {first['message']}{more}. "
+            "Correct the file and load it again; nothing of it was kept.",
+            extra={"dataset": dataset, "errors": errors[:MAX_REPORTED_ERRORS], "error_count": total},
+        )
+        self.dataset = dataset
+        self.errors = errors[:MAX_REPORTED_ERRORS]
+
+
+class UnknownDatasetError(NotFound):
+    code = "dataset-unknown"
+    title = "Unknown reference dataset"
+
+
+@dataclass(frozen=True, slots=True)
+class GpPracticeRow:
+    gp_practice_code: str
+    name: str
+    commissioner_code: str | None  # field 15; blank in the extract for a few (e.g. Channel Islands)
+    status: str  # field 13: A active, C closed, D dormant, P proposed; every status is kept
+
+
+@dataclass(frozen=True, slots=True)
+class PatientRow:
+    """A trace entry with its raw identifiers: the service tokenises them and never stores these."""
+
+    nhs_number: str  # the 10 digits
+    date_of_birth: date | None
+    outward_code: str | None
+    postcode: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationRow:
+    nhs_number: str  # the 10 digits
+    gp_practice_code: str
+    registered_from: date
+    registered_to: date | None  # None: still registered
+
+
+@dataclass(frozen=True, slots=True)
+class PostcodeDistrictRow:
+    postcode_district: str
+    commissioner_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class TariffRow:
+    hrg_code: str
+    hrg_name: str
+    point_of_delivery: str
+    price: Decimal
+    # Both 0 for a row without excess bed-day pricing (blank in the file, as for DC and outpatients).
+    trim_point_days: int
+    excess_bed_day_price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRow:
+    provider_code: str
+    name: str
+    market_forces_factor: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class SpecialisedServiceRow:
+    service_code: str
+    name: str
+    commissioner_code: str
+
+
+class _Problems:
+    """Collects a file's problems; the first MAX_REPORTED_ERRORS are kept, all are counted."""
+
+    def __init__(self, dataset: str) -> None:
+        self.dataset = dataset
+        self.items: list[dict[str, Any]] = []
+        self.total = 0
+
+    def add(self, line: int, column: str | None, message: str) -> None:
+        self.total += 1
+        if len(self.items) < MAX_REPORTED_ERRORS:
+            self.items.append({"line": line, "column": column, "message": message})
+
+    def refuse(self, line: int, column: str | None, message: str) -> ReferenceFileError:
+        self.add(line, column, message)
+        return ReferenceFileError(self.dataset, self.items, self.total)
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise ReferenceFileError(self.dataset, self.items, self.total)
+
+
+class _Fields:
+    """Typed access to one row's trimmed values, recording a problem per bad value."""
+
+    __slots__ = ("values", "line", "problems", "ok")
+
+    def __init__(self, values: dict[str, str], line: int, problems: _Problems) -> None:
+        self.values = values
+        self.line = line
+        self.problems = problems
+        self.ok = True
+
+    def bad(self, column: str, message: str) -> None:
+        self.ok = False
+        self.problems.add(self.line, column, message)
+
+    def text(self, column: str, *, required: bool = True) -> str | None:
+        value = self.values.get(column) or None
+        if value is None and required:
+            self.bad(column, "is missing")
+        return value
+
+    def code(self, column: str, *, required: bool = True) -> str | None:
+        value = self.text(column, required=required)
+        if value is None:
+            return None
+        value = value.upper()
+        if not _CODE.fullmatch(value):
+            self.bad(column, "must be a code of letters and digits only")
+            return None
+        return value
+
+    def date(self, column: str, *, required: bool = True) -> date | None:
+        value = self.text(column, required=required)
+        if value is None:
+            return None
+        parsed = parse_date_uncached(value)
+        if parsed is None:
+            self.bad(column, "must be a real date written YYYY-MM-DD")
+        return parsed
+
+    def decimal(self, column: str, *, required: bool = True, positive: bool = False) -> Decimal | None:
+        value = self.text(column, required=required)
+        if value is None:
+            return None
+        if not _DECIMAL.fullmatch(value):
+            self.bad(column, "must be a number such as 1234.50 (digits, an optional decimal point)")
+            return None
+        number = Decimal(value)
+        if positive and number == 0:
+            self.bad(column, "must be greater than 0")
+            return None
+        return number
+
+    def integer(self, column: str, *, required: bool = True) -> int | None:
+        value = self.text(column, required=required)
+        if value is None:
+            return None
+        if not _INTEGER.fullmatch(value):
+            self.bad(column, "must be a whole number of days, 0 or more")
+            return None
+        return int(value)
+
+    def nhs_number(self, column: str) -> str | None:
+        value = self.text(column)
+        if value is None:
+            return None
+        number = normalise_nhs_number(value)
+        if number is None:
+            self.bad(column, "is not a valid NHS number (10 digits passing the Modulus 11 check)")
+        return number
+
+
+def _decode(dataset: str, data: bytes, *, latin1_fallback: bool) -> str:
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        # No database text column can hold a NUL (and no valid CSV of these formats has one).
+        raise _Problems(dataset).refuse(data.count(b"\n", 0, nul) + 1, None, "holds a NUL character")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if latin1_fallback:
+            # The ODS extract is published in Latin-1 (Windows) as well as UTF-8; both decode here.
+            return data.decode("latin-1")
+        line = data[: exc.start].count(b"\n") + 1
+        raise _Problems(dataset).refuse(
+            line, None, "holds bytes that are not UTF-8; save it as UTF-8"
+        ) from None
+
+
+def _records(dataset: str, text: str) -> Iterator[tuple[int, list[str]]]:
+    """Non-blank CSV records with the file line each starts on; a quoting error refuses the file."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    line = 1
+    try:
+        for row in reader:
+            if any(value.strip() for value in row):
+                yield line, row
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise _Problems(dataset).refuse(
+            reader.line_num, None, f"is not valid CSV ({exc}); quote values holding commas or quotes"
+        ) from None
+
+
+def _parse_epraccur(dataset: str, text: str) -> list[GpPracticeRow]:
+    problems = _Problems(dataset)
+    rows: list[GpPracticeRow] = []
+    first_line_of: dict[str, int] = {}
+    for line, record in _records(dataset, text):
+        if len(record) != EPRACCUR_FIELDS:
+            problems.add(
+                line,
+                None,
+                f"has {len(record)} fields where the ODS epraccur layout has {EPRACCUR_FIELDS} "
+                "(no header row; organisation code first)",
+            )
+            continue
+        fields = _Fields({"field 1": record[0].strip(), "field 15": record[14].strip()}, line, problems)
+        code = fields.code("field 1")
+        commissioner = fields.code("field 15", required=False)
+        if code is None or not fields.ok:
+            continue
+        first = first_line_of.setdefault(code, line)
+        if first != line:
+            problems.add(line, "field 1", f"repeats practice {code} of line {first}")
+            continue
+        rows.append(GpPracticeRow(code, record[1].strip(), commissioner, record[12].strip().upper()))
+    if not rows and not problems.items:
+        problems.add(1, None, "holds no practices")
+    problems.raise_if_any()
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class _TableFormat:
+    columns: tuple[str, ...]  # every column the header must name
+    build: Callable[[_Fields], Any]  # the row, or None when a value was bad (problems recorded)
+    key: Callable[[Any], Hashable]
+    key_columns: str  # how to name the key in a "repeats" message
+    describe_key: bool  # whether the key holds no identifier and may be quoted in messages
+
+
+def _table(dataset: str, text: str, fmt: _TableFormat) -> list[Any]:
+    problems = _Problems(dataset)
+    records = _records(dataset, text)
+    header_line, header = next(records, (1, []))
+    if not header:
+        raise problems.refuse(1, None, f"is empty: the first row must be the header {','.join(fmt.columns)}")
+    names = [name.strip().lower() for name in header]
+    positions: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if name in fmt.columns:
+            if name in positions:
+                raise problems.refuse(header_line, name, "is named twice in the header row")
+            positions[name] = index
+    missing = [name for name in fmt.columns if name not in positions]
+    if missing:
+        raise problems.refuse(
+            header_line,
+            missing[0],
+            f"the header row lacks the column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"(needed: {', '.join(fmt.columns)})",
+        )
+    width = len(names)
+    rows: list[Any] = []
+    first_line_of: dict[Hashable, int] = {}
+    for line, record in records:
+        if len(record) != width:
+            problems.add(line, None, f"has {len(record)} fields where the header row has {width}")
+            continue
+        fields = _Fields({name: record[i].strip() for name, i in positions.items()}, line, problems)
+        row = fmt.build(fields)
+        if row is None or not fields.ok:
+            continue
+        key = fmt.key(row)
+        first = first_line_of.setdefault(key, line)
+        if first != line:
+            what = (
+                f" {'/'.join(map(str, key)) if isinstance(key, tuple) else key}" if fmt.describe_key else ""
+            )
+            problems.add(line, None, f"repeats the {fmt.key_columns}{what} of line {first}")
+            continue
+        rows.append(row)
+    problems.raise_if_any()
+    return rows
+
+
+def _patient(f: _Fields) -> PatientRow | None:
+    nhs_number = f.nhs_number("nhs_number")
+    date_of_birth = f.date("date_of_birth", required=False)
+    postcode = f.text("postcode", required=False)
+    if nhs_number is None:
+        return None
+    return PatientRow(nhs_number, date_of_birth, outward_code(postcode), postcode)
+
+
+def _registration(f: _Fields) -> RegistrationRow | None:
+    nhs_number = f.nhs_number("nhs_number")
+    practice = f.code("gp_practice_code")
+    registered_from = f.date("registered_from")
+    registered_to = f.date("registered_to", required=False)
+    if nhs_number is None or practice is None or registered_from is None:
+        return None
+    if registered_to is not None and registered_to < registered_from:
+        f.bad("registered_to", "is before registered_from (both are inclusive)")
+        return None
+    return RegistrationRow(nhs_number, practice, registered_from, registered_to)
+
+
+def _postcode_district(f: _Fields) -> PostcodeDistrictRow | None:
+    raw = f.text("postcode_district")
+    commissioner = f.code("commissioner_code")
+    if raw is None or commissioner is None:
+        return None
+    district = "".join(raw.split()).upper()
+    if not _DISTRICT.fullmatch(district):
+        f.bad("postcode_district", "must be a postcode's outward code, such as TS18")
+        return None
+    return PostcodeDistrictRow(district, commissioner)
+
+
+def _tariff(f: _Fields) -> TariffRow | None:
+    hrg_code = f.code("hrg_code")
+    name = f.text("hrg_name", required=False) or ""
+    point_of_delivery = f.code("point_of_delivery")
+    price = f.decimal("price")
+    trim_point_days = f.integer("trim_point_days", required=False)
+    excess_price = f.decimal("excess_bed_day_price", required=False)
+    if point_of_delivery is not None and point_of_delivery not in POINTS_OF_DELIVERY:
+        f.bad("point_of_delivery", f"must be one of {', '.join(sorted(POINTS_OF_DELIVERY))}")
+        return None
+    if hrg_code is None or point_of_delivery is None or price is None or not f.ok:
+        return None
+    # A trim point without an excess price (or the reverse) cannot price excess days: refuse, never guess.
+    if (trim_point_days is None) != (excess_price is None):
+        f.bad(
+            "trim_point_days" if trim_point_days is None else "excess_bed_day_price",
+            "must be given together with the other excess bed-day column, or both left blank",
+        )
+        return None
+    return TariffRow(
+        hrg_code, name, point_of_delivery, price, trim_point_days or 0, excess_price or Decimal("0")
+    )
+
+
+def _provider(f: _Fields) -> ProviderRow | None:
+    code = f.code("provider_code")
+    name = f.text("name", required=False) or ""
+    factor = f.decimal("market_forces_factor", positive=True)
+    if code is None or factor is None:
+        return None
+    return ProviderRow(code, name, factor)
+
+
+def _specialised_service(f: _Fields) -> SpecialisedServiceRow | None:
+    code = f.code("service_code")
+    name = f.text("name", required=False) or ""
+    commissioner = f.code("commissioner_code")
+    if code is None or commissioner is None:
+        return None
+    return SpecialisedServiceRow(code, name, commissioner)
+
+
+_TABLES: Final[dict[str, _TableFormat]] = {
+    "patients": _TableFormat(
+        ("nhs_number", "date_of_birth", "postcode"), _patient, lambda r: r.nhs_number, "nhs_number", False
+    ),
+    "registrations": _TableFormat(
+        ("nhs_number", "gp_practice_code", "registered_from", "registered_to"),
+        _registration,
+        lambda r: (r.nhs_number, r.gp_practice_code, r.registered_from),
+        "nhs_number, gp_practice_code and registered_from",
+        False,
+    ),
+    "postcode-districts": _TableFormat(
+        ("postcode_district", "commissioner_code"),
+        _postcode_district,
+        lambda r: r.postcode_district,
+        "postcode_district",
+        True,
+    ),
+    "tariff": _TableFormat(
+        ("hrg_code", "hrg_name", "point_of_delivery", "price", "trim_point_days", "excess_bed_day_price"),
+        _tariff,
+        lambda r: (r.hrg_code, r.point_of_delivery),
+        "hrg_code and point_of_delivery",
+        True,
+    ),
+    "providers": _TableFormat(
+        ("provider_code", "name", "market_forces_factor"),
+        _provider,
+        lambda r: r.provider_code,
+        "provider_code",
+        True,
+    ),
+    "specialised-services": _TableFormat(
+        ("service_code", "name", "commissioner_code"),
+        _specialised_service,
+        lambda r: r.service_code,
+        "service_code",
+        True,
+    ),
+}
+
+
+def parse_dataset(dataset: str, data: bytes) -> list[Any]:
+    """The rows of one reference file, typed by dataset; ReferenceFileError refuses a bad file whole.
+
+    `gp-practices` is the ODS epraccur extract: no header, 27 fields, UTF-8 or Latin-1, every row
+    whatever its status. The others have a header row: columns in any order (names trimmed,
+    case-insensitive), extra columns ignored, every documented column required; codes upper-cased;
+    two rows with the same key (practice, NHS number, HRG × point of delivery, ...) refuse the file.
+    """
+    if dataset not in DATASETS:
+        raise UnknownDatasetError(f"Unknown reference dataset {dataset!r}; use one of {', '.join(DATASETS)}.")
+    if not data.strip():
+        raise _Problems(dataset).refuse(1, None, "is empty")
+    if dataset == "gp-practices":
+        return _parse_epraccur(dataset, _decode(dataset, data, latin1_fallback=True))
+    return _table(dataset, _decode(dataset, data, latin1_fallback=False), _TABLES[dataset])

@@ -1,0 +1,135 @@
+"""Every query on the reference tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlmodel import Session, SQLModel
+
+from cef_api.reference.models import (
+    ReferenceVersion,
+    RefGpPractice,
+    RefPatient,
+    RefPostcodeDistrict,
+    RefProvider,
+    RefRegistration,
+    RefSpecialisedService,
+    RefTariff,
+)
+
+# dataset → its rows' table
+TABLES: dict[str, type[SQLModel]] = {
+    "gp-practices": RefGpPractice,
+    "patients": RefPatient,
+    "registrations": RefRegistration,
+    "postcode-districts": RefPostcodeDistrict,
+    "tariff": RefTariff,
+    "providers": RefProvider,
+    "specialised-services": RefSpecialisedService,
+}
+
+V = ReferenceVersion.__table__.c  # type: ignore[attr-defined]
+
+INSERT_CHUNK = 20_000
+# Well under the bound-parameter limits of SQLite (32,766) and PostgreSQL (65,535).
+IN_CHUNK = 5_000
+
+
+def table_of(dataset: str) -> sa.Table:
+    table: sa.Table = TABLES[dataset].__table__  # type: ignore[attr-defined]
+    return table
+
+
+def current_versions(session: Session) -> dict[str, ReferenceVersion]:
+    """The version in force of every dataset ever loaded."""
+    latest = sa.select(V.dataset, sa.func.max(V.version).label("v")).group_by(V.dataset).subquery()
+    stmt = sa.select(ReferenceVersion).join(
+        latest,
+        sa.and_(V.dataset == latest.c.dataset, V.version == latest.c.v),
+    )
+    return {row.dataset: row for row in session.execute(stmt).scalars()}
+
+
+def any_loaded(session: Session) -> bool:
+    count: int = session.execute(sa.select(sa.func.count()).select_from(ReferenceVersion)).scalar_one()
+    return count > 0
+
+
+def next_version(session: Session, dataset: str) -> int:
+    stmt = sa.select(sa.func.max(V.version)).where(V.dataset == dataset)
+    return int(session.execute(stmt).scalar_one() or 0) + 1
+
+
+def insert_rows(session: Session, dataset: str, rows: Sequence[dict[str, Any]]) -> None:
+    table = table_of(dataset)
+    for start in range(0, len(rows), INSERT_CHUNK):
+        session.execute(sa.insert(table), list(rows[start : start + INSERT_CHUNK]))
+
+
+def delete_versions(session: Session, dataset: str, keep: Iterable[int]) -> int:
+    """Deletes every version of `dataset` not in `keep` (rows and their version records)."""
+    keep = sorted(set(keep))
+    table = table_of(dataset)
+    result = cast(
+        "sa.CursorResult[Any]", session.execute(sa.delete(table).where(table.c.version.not_in(keep)))
+    )
+    deleted = result.rowcount
+    session.execute(
+        sa.delete(ReferenceVersion).where(
+            V.dataset == dataset,
+            V.version.not_in(keep),
+        )
+    )
+    return int(deleted or 0)
+
+
+def all_rows(session: Session, dataset: str, version: int, columns: Sequence[str]) -> list[sa.Row[Any]]:
+    table = table_of(dataset)
+    stmt = sa.select(*(table.c[name] for name in columns)).where(table.c.version == version)
+    return list(session.execute(stmt))
+
+
+def rows_for_tokens(
+    session: Session, dataset: str, version: int, tokens: Sequence[str], columns: Sequence[str]
+) -> list[sa.Row[Any]]:
+    """Rows of a patient-keyed dataset for the given NHS-number tokens."""
+    table = table_of(dataset)
+    out: list[sa.Row[Any]] = []
+    cols = [table.c[name] for name in columns]
+    for start in range(0, len(tokens), IN_CHUNK):
+        chunk = tokens[start : start + IN_CHUNK]
+        stmt = sa.select(*cols).where(table.c.version == version, table.c.nhs_token.in_(chunk))
+        out.extend(session.execute(stmt))
+    return out
+
+
+def commissioner_known(session: Session, versions: dict[str, ReferenceVersion], code: str) -> bool:
+    """A commissioner is known when some reference dataset names it."""
+    for dataset in ("gp-practices", "postcode-districts", "specialised-services"):
+        current = versions.get(dataset)
+        if current is None:
+            continue
+        table = table_of(dataset)
+        stmt = (
+            sa.select(sa.literal(1))
+            .where(table.c.version == current.version, table.c.commissioner_code == code)
+            .limit(1)
+        )
+        if session.execute(stmt).first() is not None:
+            return True
+    return False
+
+
+def provider_known(session: Session, versions: dict[str, ReferenceVersion], code: str) -> bool:
+    current = versions.get("providers")
+    if current is None:
+        return False
+    table = table_of("providers")
+    stmt = (
+        sa.select(sa.literal(1))
+        .where(table.c.version == current.version, table.c.provider_code == code)
+        .limit(1)
+    )
+    return session.execute(stmt).first() is not None

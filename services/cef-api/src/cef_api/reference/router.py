@@ -1,0 +1,90 @@
+"""HTTP endpoints of the reference data: thin, the work is in `service`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import Engine
+from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
+
+from cef_api.reference import repository, service
+from cef_api.reference.schemas import DatasetOut, DatasetsOut, LoadOut
+from cef_api.tokeniser_client import TokeniserClient
+from cef_common.auth import Principal, require_scopes
+from cef_common.errors import AppError, Unprocessable
+
+router = APIRouter(prefix="/v1/reference", tags=["reference"])
+
+Writer = Annotated[Principal, Depends(require_scopes("reference:write"))]
+
+CSV_TYPES = ("text/csv", "application/csv", "text/plain", "application/octet-stream")
+
+
+def load_and_commit(
+    engine: Engine,
+    *,
+    dataset: str,
+    data: bytes,
+    tokeniser: TokeniserClient,
+    principal: Principal | None,
+    actor: str,
+) -> service.LoadResult:
+    """One load in its own transaction; a refused load is audited in another."""
+    try:
+        with Session(engine) as session:
+            result = service.load_dataset(
+                session, dataset=dataset, data=data, tokeniser=tokeniser, principal=principal, actor=actor
+            )
+            session.commit()
+            return result
+    except AppError as exc:
+        if exc.status < 500 and exc.code != "unknown-dataset":
+            with Session(engine) as session:
+                service.record_refused_load(session, dataset=dataset, principal=principal, code=exc.code)
+                session.commit()
+        raise
+
+
+@router.put("/{dataset}", response_model=LoadOut, summary="Replace a reference dataset (text/csv body)")
+async def put_dataset(dataset: str, request: Request, principal: Writer) -> LoadOut:
+    ctype = request.headers.get("content-type", "text/csv").split(";")[0].strip().lower()
+    if ctype not in CSV_TYPES:
+        raise Unprocessable(
+            f"send the dataset as the request body with Content-Type text/csv, not {ctype}",
+            code="unsupported-content-type",
+        )
+    data = await request.body()
+    result = await run_in_threadpool(
+        load_and_commit,
+        request.app.state.engine,
+        dataset=dataset,
+        data=data,
+        tokeniser=request.app.state.tokeniser,
+        principal=principal,
+        actor=principal.sub,
+    )
+    return LoadOut(
+        dataset=result.dataset, rows=result.rows, version=result.version, key_version=result.key_version
+    )
+
+
+@router.get("", response_model=DatasetsOut, summary="The version in force of every dataset")
+def list_datasets(request: Request, principal: Writer) -> DatasetsOut:
+    with Session(request.app.state.engine) as session:
+        versions = repository.current_versions(session)
+    return DatasetsOut(
+        items=[
+            DatasetOut(
+                dataset=v.dataset,
+                version=v.version,
+                rows=v.rows,
+                key_version=v.key_version,
+                dob_key_version=v.dob_key_version,
+                loaded_at=v.loaded_at,
+                loaded_by=v.loaded_by,
+            )
+            for v in sorted(versions.values(), key=lambda v: v.dataset)
+        ]
+    )

@@ -1,0 +1,216 @@
+"""Streaming reader of backing data CSV: bytes in any chunks → trimmed rows of the known columns."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any, Final
+
+from cef_common.errors import Unprocessable
+
+REQUIRED_COLUMNS: Final[tuple[str, ...]] = (
+    "line_ref",
+    "nhs_number",
+    "point_of_delivery",
+    "hrg_code",
+    "activity_date",
+    "amount",
+)
+OPTIONAL_COLUMNS: Final[tuple[str, ...]] = (
+    "date_of_birth",
+    "postcode",
+    "gp_practice_code",
+    "service_code",
+    "discharge_date",
+)
+KNOWN_COLUMNS: Final[frozenset[str]] = frozenset(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
+
+
+class BackingDataError(Unprocessable):
+    """The backing data file cannot be read as a whole; nothing of it may be kept."""
+
+    code = "backing-data-invalid"
+    title = "Backing data is not valid"
+
+    def __init__(self, detail: str, *, line: int | None = None, column: str | None = None) -> None:
+        extra: dict[str, Any] = {}
+        if line is not None:
+            extra["line"] = line
+        if column is not None:
+            extra["column"] = column
+        super().__init__(detail, extra=extra)
+
+
+@dataclass(slots=True)
+class RawLine:
+    """One data row: `line_no` counts data rows from 1 (header excluded); values trimmed, empty → None."""
+
+    line_no: int
+    values: dict[str, str | None]
+    # Set when the row's field count differs from the header's: its values cannot be trusted to be
+    # in the right columns, so the line is malformed (see rules.malformed).
+    field_count: int | None = field(default=None)
+
+
+@dataclass(slots=True)
+class _Position:
+    """Physical lines handed to the csv reader so far, to name the line of a decoding error."""
+
+    newlines: int = 0
+
+
+def _decoded_blocks(chunks: Iterable[bytes], position: _Position) -> Iterator[io.StringIO]:
+    """UTF-8 (optional BOM) text in blocks of whole physical lines, each an io.StringIO to iterate.
+
+    Only `\\n` cuts a block, so a CRLF split across chunks stays whole; io.StringIO(newline="")
+    then splits on `\\r\\n`, `\\n` or `\\r` exactly as csv expects (and never on the other
+    Unicode line boundaries `str.splitlines` honours, which would end records inside values). Lines
+    reach csv.reader through C iterators only: no Python frame per line.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8-sig")("strict")
+    pending = ""
+    for chunk in chunks:
+        if not chunk:
+            continue
+        try:
+            text = decoder.decode(chunk)
+        except UnicodeDecodeError as exc:
+            line = position.newlines + pending.count("\n") + exc.object[: exc.start].count(b"\n") + 1
+            raise _not_utf8(line) from None
+        if pending:
+            text = pending + text
+        cut = text.rfind("\n") + 1
+        if cut == 0:
+            pending = text
+            continue
+        pending = text[cut:]
+        block = text[:cut]
+        _refuse_nul(block, position)
+        position.newlines += block.count("\n")
+        yield io.StringIO(block, newline="")
+    try:
+        text = decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        raise _not_utf8(position.newlines + pending.count("\n") + 1) from None
+    text = pending + text
+    if text:
+        _refuse_nul(text, position)
+        position.newlines += text.count("\n")
+        yield io.StringIO(text, newline="")
+
+
+def _refuse_nul(block: str, position: _Position) -> None:
+    # csv accepts NUL since 3.11, but no database text column can hold one.
+    at = block.find("\x00")
+    if at >= 0:
+        line = position.newlines + block.count("\n", 0, at) + 1
+        raise BackingDataError(
+            f"Backing data holds a NUL character on line {line} of the file; remove it and submit again.",
+            line=line,
+        )
+
+
+def _not_utf8(line: int) -> BackingDataError:
+    return BackingDataError(
+        f"Backing data must be UTF-8: line {line} of the file holds bytes that are not; "
+        "save the file as UTF-8 (CSV UTF-8) and submit it again.",
+        line=line,
+    )
+
+
+def _is_blank(row: list[str]) -> bool:
+    return all(not value.strip() for value in row)
+
+
+def read_backing_data(chunks: Iterable[bytes]) -> Iterator[RawLine]:
+    """Rows of backing data as RawLines, streaming over byte chunks split anywhere.
+
+    UTF-8 with optional BOM; LF or CRLF; RFC 4180 quoting (strict: a stray quote refuses the file, as
+    the row boundaries after it are unknowable). Header names are trimmed and compared
+    case-insensitively; unknown columns are ignored. Blank rows (no field with content) are skipped.
+    Raises BackingDataError for a file that cannot be read; a repeated `line_ref` is found only when
+    reached, so callers must not keep anything before iteration ends.
+    """
+    position = _Position()
+    reader = csv.reader(chain.from_iterable(_decoded_blocks(chunks, position)), strict=True)
+    try:
+        yield from _rows(reader)
+    except csv.Error as exc:
+        raise BackingDataError(
+            f"Backing data is not valid CSV at line {reader.line_num} of the file ({exc}); "
+            'quote values containing commas, quotes or line breaks ("a, b"), doubling quotes inside them.',
+            line=reader.line_num,
+        ) from None
+
+
+def _rows(reader: Any) -> Iterator[RawLine]:
+    header: list[str] | None = None
+    for row in reader:
+        if not _is_blank(row):
+            header = row
+            break
+    if header is None:
+        raise BackingDataError(
+            "Backing data is empty: the file must start with a header row naming the columns "
+            f"({', '.join(REQUIRED_COLUMNS)}) followed by one row per line."
+        )
+    names = [name.strip().lower() for name in header]
+    columns: list[tuple[str, int]] = []
+    seen: set[str] = set()
+    for index, name in enumerate(names):
+        if name not in KNOWN_COLUMNS:
+            continue
+        if name in seen:
+            raise BackingDataError(
+                f"Backing data names the column {name!r} twice in its header row; keep one.",
+                line=reader.line_num,
+                column=name,
+            )
+        seen.add(name)
+        columns.append((name, index))
+    missing = [name for name in REQUIRED_COLUMNS if name not in seen]
+    if missing:
+        raise BackingDataError(
+            f"Backing data lacks the required column{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)}: the header row must name every one of {', '.join(REQUIRED_COLUMNS)}.",
+            line=reader.line_num,
+            column=missing[0],
+        )
+    width = len(names)
+    # Fast path when the known columns are the whole row, in order (the common file): zip the names.
+    in_order = [index for _, index in columns] == list(range(width))
+    column_names = [name for name, _ in columns]
+    first_line_of: dict[str, int] = {}
+    line_no = 0
+    for row in reader:
+        if len(row) == width:
+            if in_order:
+                values: dict[str, str | None] = dict(
+                    zip(column_names, [v.strip() or None for v in row], strict=True)
+                )
+            else:
+                values = {name: (row[i].strip() or None) for name, i in columns}
+            field_count = None
+        else:
+            if _is_blank(row):
+                continue
+            values = {name: ((row[i].strip() or None) if i < len(row) else None) for name, i in columns}
+            field_count = len(row)
+        line_ref = values["line_ref"]
+        if line_ref is None and field_count is None and _is_blank(row):
+            continue
+        line_no += 1
+        if line_ref is not None:
+            first = first_line_of.setdefault(line_ref, line_no)
+            if first != line_no:
+                raise BackingDataError(
+                    f"Backing data repeats line_ref {line_ref!r}: data rows {first} and {line_no} "
+                    "(header excluded) both carry it; every line_ref must be unique within the invoice.",
+                    line=line_no,
+                    column="line_ref",
+                )
+        yield RawLine(line_no, values, field_count)

@@ -1,0 +1,184 @@
+"""The validation engine: prepare a line, run the checks, derive the outcome, summarise an invoice."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from cef_api.validation.prepared import PreparedLine, prepare_line
+from cef_api.validation.rules import LINE_CHECKS, PATIENT_CHECKS, LineContext, outcome_for
+from cef_api.validation.rules.pricing import EXACT, PENNY
+from cef_api.validation.types import (
+    DuplicateIndex,
+    InvoiceHeader,
+    LineOutcome,
+    Outcome,
+    Reason,
+    ReferenceData,
+)
+from cef_common.errors import Unprocessable
+
+__all__ = [
+    "InvoiceSummary",
+    "PreparedLine",
+    "SummaryAccumulator",
+    "UnknownProviderError",
+    "prepare_line",
+    "require_market_forces_factor",
+    "summarise",
+    "validate_line",
+]
+
+_MALFORMED: tuple[Reason, ...] = (Reason.MALFORMED_LINE,)
+
+
+class UnknownProviderError(Unprocessable):
+    """The invoice's provider has no market forces factor in the providers reference data."""
+
+    code = "provider-unknown"
+    title = "Provider not in the reference data"
+
+
+def require_market_forces_factor(header: InvoiceHeader, reference: ReferenceData) -> Decimal:
+    """The provider's market forces factor; UnknownProviderError (422) when the providers file lacks it.
+
+    Call it once before reading the backing data, so an invoice that cannot be priced is refused
+    before anything is kept.
+    """
+    factor = reference.market_forces_factor(header.provider_code.upper())
+    if factor is None:
+        raise UnknownProviderError(
+            f"Provider {header.provider_code!r} is not in the providers reference data, so its lines "
+            "cannot be priced: load a providers file with its market_forces_factor, or check provider_code.",
+            extra={"provider_code": header.provider_code},
+        )
+    return factor
+
+
+def validate_line(
+    line: PreparedLine,
+    *,
+    nhs_token: str | None,
+    dob_token: str | None,
+    header: InvoiceHeader,
+    reference: ReferenceData,
+    duplicates: DuplicateIndex,
+) -> LineOutcome:
+    """Every check of validation-rules.md on one prepared line, in order; adds its DuplicateKey to
+    `duplicates` when the outcome is not rejected.
+
+    `nhs_token` is the token of `line.nhs_number` (required when that is set), `dob_token` of
+    `line.date_of_birth.isoformat()`. Raises UnknownProviderError when the provider has no MFF.
+    """
+    if line.malformed:
+        return LineOutcome(
+            line.line_no,
+            line.line_ref,
+            Outcome.REJECTED,
+            _MALFORMED,
+            None,
+            None,
+            line.claimed_amount,
+            nhs_token,
+            line.activity_date,
+            line.hrg_code,
+            line.point_of_delivery,
+            line.service_code,
+            None,
+        )
+    # The patient checks run only on a valid NHS number, and then need its token.
+    patient_token = nhs_token if line.nhs_number is not None else None
+    if line.nhs_number is not None and patient_token is None:
+        raise ValueError("validate_line needs the nhs_token of a line whose NHS number is valid")
+    ctx = LineContext(
+        line,
+        header,
+        reference,
+        duplicates,
+        require_market_forces_factor(header, reference),
+        patient_token,
+        dob_token,
+    )
+    for check in LINE_CHECKS:
+        check(ctx)
+    if patient_token is not None:
+        ctx.patient = reference.patient(patient_token)
+        for check in PATIENT_CHECKS:
+            check(ctx)
+    reasons = tuple(sorted(ctx.reasons)) if ctx.reasons else ()
+    outcome = outcome_for(reasons)
+    duplicate_key = ctx.duplicate_key if outcome is not Outcome.REJECTED else None
+    if duplicate_key is not None:
+        duplicates.add(duplicate_key)
+    return LineOutcome(
+        line.line_no,
+        line.line_ref,
+        outcome,
+        reasons,
+        ctx.responsible_commissioner,
+        ctx.expected_amount,
+        line.claimed_amount,
+        nhs_token,
+        line.activity_date,
+        line.hrg_code,
+        line.point_of_delivery,
+        line.service_code,
+        duplicate_key,
+    )
+
+
+@dataclass(slots=True)
+class InvoiceSummary:
+    """Counts of each outcome; claimed_amount sums every amount matching the pattern (malformed lines
+    included), validated_amount the amounts of valid lines."""
+
+    lines: int
+    valid: int
+    query: int
+    rejected: int
+    claimed_amount: Decimal
+    validated_amount: Decimal
+
+
+class SummaryAccumulator:
+    """Builds an InvoiceSummary one LineOutcome at a time, for streaming validation."""
+
+    __slots__ = ("_lines", "_valid", "_query", "_rejected", "_claimed", "_validated")
+
+    def __init__(self) -> None:
+        self._lines = self._valid = self._query = self._rejected = 0
+        self._claimed = Decimal("0.00")
+        self._validated = Decimal("0.00")
+
+    def add(self, outcome: LineOutcome) -> None:
+        self._lines += 1
+        # Exact sums: the amount pattern puts no bound on the digits a provider may send.
+        if outcome.claimed_amount is not None:
+            self._claimed = EXACT.add(self._claimed, outcome.claimed_amount)
+        if outcome.outcome is Outcome.VALID:
+            self._valid += 1
+            if outcome.claimed_amount is not None:
+                self._validated = EXACT.add(self._validated, outcome.claimed_amount)
+        elif outcome.outcome is Outcome.QUERY:
+            self._query += 1
+        else:
+            self._rejected += 1
+
+    def result(self) -> InvoiceSummary:
+        return InvoiceSummary(
+            lines=self._lines,
+            valid=self._valid,
+            query=self._query,
+            rejected=self._rejected,
+            claimed_amount=self._claimed.quantize(PENNY, context=EXACT),
+            validated_amount=self._validated.quantize(PENNY, context=EXACT),
+        )
+
+
+def summarise(outcomes: Iterable[LineOutcome]) -> InvoiceSummary:
+    """The InvoiceSummary of a whole invoice's outcomes."""
+    accumulator = SummaryAccumulator()
+    for outcome in outcomes:
+        accumulator.add(outcome)
+    return accumulator.result()

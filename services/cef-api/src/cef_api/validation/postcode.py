@@ -1,0 +1,20 @@
+"""The outward code (postcode district) of a postcode, by the spec's rule."""
+
+from __future__ import annotations
+
+
+def outward_code(postcode: str | None) -> str | None:
+    """Strip all whitespace and upper-case; 5 to 7 characters minus the last 3 is the outward code.
+
+    `ts181hu` → `TS18`; anything shorter or longer (or missing) has none. The rule is deliberately
+    this simple: the district map decides whether the outward code means anything.
+    """
+    if postcode is None:
+        return None
+    compact = postcode.replace(" ", "")
+    if not compact.isalnum():  # other whitespace (tabs, no-break spaces) is rare: the general path
+        compact = "".join(compact.split())
+    compact = compact.upper()
+    if 5 <= len(compact) <= 7:
+        return compact[:-3]
+    return None

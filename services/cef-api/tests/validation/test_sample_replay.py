@@ -1,0 +1,120 @@
+"""Replays the sample world in memory and compares every line and invoice with the expected files."""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from cef_api.reference.parsers import FILENAMES, parse_dataset
+from cef_api.validation.csvfile import read_backing_data
+from cef_api.validation.engine import prepare_line, summarise, validate_line
+from cef_api.validation.memory import InMemoryDuplicateIndex, InMemoryReferenceData
+from cef_api.validation.types import InvoiceHeader
+
+from .factories import fake_tokenise
+
+SAMPLE = Path("/work/shared/data/sample")
+EPRACCUR = Path("/work/shared/data/reference/epraccur.csv")
+
+pytestmark = pytest.mark.skipif(
+    not (SAMPLE.is_dir() and EPRACCUR.is_file()), reason="the shared sample world is not on this machine"
+)
+
+
+def _reference() -> InMemoryReferenceData:
+    rows = {"gp-practices": parse_dataset("gp-practices", EPRACCUR.read_bytes())}
+    for dataset, filename in FILENAMES.items():
+        if dataset != "gp-practices":
+            rows[dataset] = parse_dataset(dataset, (SAMPLE / "reference" / filename).read_bytes())
+    return InMemoryReferenceData.from_rows(
+        gp_practices=rows["gp-practices"],
+        patients=rows["patients"],
+        registrations=rows["registrations"],
+        postcode_districts=rows["postcode-districts"],
+        tariff=rows["tariff"],
+        providers=rows["providers"],
+        specialised_services=rows["specialised-services"],
+        tokenise=fake_tokenise,
+    )
+
+
+def _header(path: Path) -> InvoiceHeader:
+    body = json.loads(path.read_text())
+    return InvoiceHeader(
+        invoice_number=body["invoice_number"],
+        provider_code=body["provider_code"],
+        commissioner_code=body["commissioner_code"],
+        invoice_date=date.fromisoformat(body["invoice_date"]),
+        period_start=date.fromisoformat(body["period_start"]),
+        period_end=date.fromisoformat(body["period_end"]),
+    )
+
+
+def _chunks(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+def _money(value: Decimal | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def test_sample_world_reproduces_expected_outcomes_exactly() -> None:
+    reference = _reference()
+    duplicates = InMemoryDuplicateIndex()
+    got_lines: list[dict[str, str]] = []
+    got_summaries: list[dict[str, str]] = []
+    order = (SAMPLE / "invoices" / "ORDER").read_text().split()
+    for number, name in enumerate(order):
+        header = _header(SAMPLE / "invoices" / f"{name}.json")
+        # Odd chunk sizes: the reader must not care where the bytes are cut.
+        data = (SAMPLE / "invoices" / f"{name}.csv").read_bytes()
+        outcomes = []
+        for raw in read_backing_data(_chunks(data, 7 + 97 * number)):
+            line = prepare_line(raw)
+            outcome = validate_line(
+                line,
+                nhs_token=fake_tokenise("nhs_number", line.nhs_number) if line.nhs_number else None,
+                dob_token=fake_tokenise("date_of_birth", line.date_of_birth.isoformat())
+                if line.date_of_birth
+                else None,
+                header=header,
+                reference=reference,
+                duplicates=duplicates,
+            )
+            outcomes.append(outcome)
+            got_lines.append(
+                {
+                    "invoice_number": header.invoice_number,
+                    "line_ref": outcome.line_ref or "",
+                    "outcome": outcome.outcome.value,
+                    "reasons": ";".join(reason.value for reason in outcome.reasons),
+                    "responsible_commissioner": outcome.responsible_commissioner or "",
+                    "expected_amount": _money(outcome.expected_amount),
+                }
+            )
+        summary = summarise(outcomes)
+        got_summaries.append(
+            {
+                "invoice_number": header.invoice_number,
+                "lines": str(summary.lines),
+                "valid": str(summary.valid),
+                "query": str(summary.query),
+                "rejected": str(summary.rejected),
+                "claimed_amount": _money(summary.claimed_amount),
+                "validated_amount": _money(summary.validated_amount),
+            }
+        )
+
+    with (SAMPLE / "expected" / "line_outcomes.csv").open(newline="") as f:
+        expected_lines = list(csv.DictReader(f))
+    with (SAMPLE / "expected" / "invoice_summaries.csv").open(newline="") as f:
+        expected_summaries = list(csv.DictReader(f))
+    assert len(got_lines) == len(expected_lines)
+    mismatches = [(got, want) for got, want in zip(got_lines, expected_lines, strict=True) if got != want]
+    assert mismatches == []
+    assert got_summaries == expected_summaries

@@ -1,0 +1,1 @@
+"""Tokenising, re-tokenising and re-identifying patient identifiers."""
