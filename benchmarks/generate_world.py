@@ -415,7 +415,7 @@ def generate(
     months = [date(2019, m, 1) for m in range(4, 10)]
     for n in range(invoices):
         provider = PROVIDERS[n % 2]
-        commissioner = codes[(n // 2) % len(codes)]
+        commissioner = codes[(n // 4) % len(codes)]
         month = months[n % len(months)]
         world.invoices.append(generator.invoice(n, provider, commissioner, month, lines_per_invoice))
     return world

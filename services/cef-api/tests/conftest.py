@@ -53,4 +53,4 @@ async def sqlite_api(
 
 @pytest.fixture
 def world() -> generate_world.World:
-    return generate_world.generate(seed=7, patients=120, invoices=3, lines_per_invoice=60)
+    return generate_world.generate(seed=7, patients=160, invoices=4, lines_per_invoice=60)

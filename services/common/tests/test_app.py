@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import re
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from cef_common import db
 from cef_common.testing import app_client, free_port
@@ -90,3 +93,29 @@ async def test_the_api_documents_its_operations(make_app: Any) -> None:
     async with app_client(make_app()) as client:
         paths = (await client.get("/openapi.json")).json()["paths"]
     assert {"/healthz", "/readyz", "/.well-known/jwks.json", "/v1/widgets"} <= set(paths)
+
+
+async def test_a_production_key_on_a_read_only_volume(
+    make_app: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Secrets volumes are read-only and may hold the PEM alone: the service starts and
+    publishes its JWKS from the key itself."""
+    from cef_common.keys import SigningKey
+
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    key = SigningKey.generate()
+    (secrets / "svc.pem").write_text(key.private_pem)
+    real_write_text = Path.write_text
+
+    def read_only(self: Path, *args: Any, **kwargs: Any) -> int:
+        if self.parent == secrets:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    app = make_app(environment="production", dev_issuer_enabled=False, signing_key_file=secrets / "svc.pem")
+    async with app_client(app) as client:
+        response = await client.get("/.well-known/jwks.json")
+    assert response.json() == {"keys": [key.public_jwk]}
+    assert list(secrets.iterdir()) == [secrets / "svc.pem"]

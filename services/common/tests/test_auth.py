@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -476,6 +477,43 @@ def test_a_malformed_jwks_refuses_tokens_without_crashing(
     path.write_text(content)
     v = TokenVerifier(audience=AUD, issuers=[TrustedIssuer(issuer=ISS, jwks_file=path)])
     assert "not known" in refused(v, es256(idp_key, claims()))
+
+
+def test_an_issuer_outage_is_not_fetched_on_every_request(idp_key: SigningKey) -> None:
+    calls: list[str] = []
+
+    def down(url: str) -> dict[str, Any]:
+        calls.append(url)
+        raise httpx.ConnectError("connection refused")
+
+    v = TokenVerifier(
+        audience=AUD, issuers=[TrustedIssuer(issuer=ISS, jwks_url="https://idp/jwks")], fetch=down
+    )
+    for _ in range(5):
+        assert "not known" in refused(v, es256(idp_key, claims()))
+    assert len(calls) == 1
+
+
+def test_keys_in_hand_serve_while_the_issuer_is_down(idp_key: SigningKey) -> None:
+    answers: list[Any] = [{"keys": [idp_key.public_jwk]}, httpx.ConnectError("down")]
+    calls: list[str] = []
+
+    def fetch(url: str) -> dict[str, Any]:
+        calls.append(url)
+        answer = answers[min(len(calls), len(answers)) - 1]
+        if isinstance(answer, Exception):
+            raise answer
+        return dict(answer)
+
+    v = TokenVerifier(
+        audience=AUD,
+        issuers=[TrustedIssuer(issuer=ISS, jwks_url="https://idp/jwks")],
+        jwks_ttl=0,
+        fetch=fetch,
+    )
+    for _ in range(4):
+        assert v.verify(es256(idp_key, claims())).sub == "alice"
+    assert len(calls) == 2  # loaded, failed once to refresh, then backed off
 
 
 # --- this service's own tokens ------------------------------------------------------------------------

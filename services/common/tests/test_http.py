@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -21,7 +22,8 @@ from cef_common.testing import ServerThread, free_port
 def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Backoff delays are recorded, not slept."""
     delays: list[float] = []
-    monkeypatch.setattr(http.time, "sleep", delays.append)
+    # Only the module's own reference: the process's time.sleep stays as it is.
+    monkeypatch.setattr(http, "time", SimpleNamespace(sleep=delays.append))
     return delays
 
 

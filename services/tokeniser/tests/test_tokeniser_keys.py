@@ -151,3 +151,12 @@ def test_migrations_run_down_and_up(tmp_path: Path) -> None:
         assert db.current_revision(engine) == db.head_revision(MIGRATIONS)
     finally:
         engine.dispose()
+
+
+def test_cli_operations_check_kind_and_context(db_url: str, make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(db_url)
+    with pytest.raises(KeyStoreError, match="kind must be one of"):
+        rotate_data_key(settings, kind="passport")
+    with pytest.raises(KeyStoreError, match="not a context name"):
+        rotate_data_key(settings, kind="postcode", context="Has Spaces")
+    assert list_data_keys(settings) == []

@@ -10,11 +10,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import generate_world
 import pytest
 import sqlalchemy as sa
 from api_support import api_settings, running_api
-
-import generate_world
 
 
 async def test_large_file_returns_202_and_validates_in_the_background(

@@ -6,10 +6,9 @@ import csv
 import io
 import re
 
+import generate_world
 import sqlalchemy as sa
 from api_support import Api
-
-import generate_world
 
 
 def _identifiers(world: generate_world.World) -> tuple[set[str], set[str], set[str]]:

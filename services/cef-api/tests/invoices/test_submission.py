@@ -6,11 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import generate_world
 import pytest
 import sqlalchemy as sa
 from api_support import Api, api_settings, running_api
-
-import generate_world
 
 HEADER = "line_ref,nhs_number,point_of_delivery,hrg_code,activity_date,amount\n"
 

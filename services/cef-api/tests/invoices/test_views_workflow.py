@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 
+import generate_world
 import pytest
 import sqlalchemy as sa
 from api_support import Api
-
-import generate_world
 
 
 @pytest.fixture

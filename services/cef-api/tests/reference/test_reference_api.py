@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
+import generate_world
 import sqlalchemy as sa
 from api_support import Api
-
-import generate_world
 
 CSV = {"Content-Type": "text/csv"}
 

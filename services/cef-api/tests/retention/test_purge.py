@@ -47,7 +47,9 @@ async def test_purge_removes_tokens_of_closed_invoices_only(api: Api, world: gen
             ).all()
         )
         dup_keys = conn.execute(
-            sa.text("SELECT count(dup_key) FROM invoice_line l JOIN invoice i ON l.invoice_seq = i.seq WHERE i.id = :id"),
+            sa.text(
+                "SELECT count(dup_key) FROM invoice_line l JOIN invoice i ON l.invoice_seq = i.seq WHERE i.id = :id"
+            ),
             {"id": first["id"]},
         ).scalar_one()
         events = [json.loads(p) for (p,) in conn.execute(sa.text("SELECT payload FROM audit_outbox"))]
@@ -59,7 +61,9 @@ async def test_purge_removes_tokens_of_closed_invoices_only(api: Api, world: gen
 
     # Outcomes and the summary stay readable for the provider.
     lines = await api.lines(first["id"], "invoices:submit", closed.header["provider_code"])
-    assert [(x["line_ref"], x["outcome"]) for x in lines] == [(e.line_ref, e.outcome) for e in closed.expected]
+    assert [(x["line_ref"], x["outcome"]) for x in lines] == [
+        (e.line_ref, e.outcome) for e in closed.expected
+    ]
     staff_view = await api.lines(first["id"], "invoices:validate", closed.header["commissioner_code"])
     assert all(x["patient_token"] is None for x in staff_view)
     assert second["status"] == "validated"

@@ -62,8 +62,9 @@ class JwksCache:
         self.ttl = ttl
         self._fetch_url = fetch or _fetch_jwks_url
         self._keys: dict[str, dict[str, Any]] = {}
-        self._loaded_at = 0.0
-        self._last_forced = 0.0
+        self._loaded_at: float | None = None
+        self._last_forced = float("-inf")
+        self._failed_at = float("-inf")
         self._lock = threading.Lock()
 
     def _load(self) -> None:
@@ -72,7 +73,7 @@ class JwksCache:
         else:
             assert self.issuer.jwks_url is not None
             data = self._fetch_url(self.issuer.jwks_url)
-        if not isinstance(data, dict):
+        if not isinstance(data, dict) or not isinstance(data.get("keys", []), list):
             raise ValueError("a JWKS must be a JSON object with a 'keys' list")
         keys = {}
         for k in data.get("keys", []):
@@ -84,16 +85,18 @@ class JwksCache:
     def key(self, kid: str) -> dict[str, Any] | None:
         with self._lock:
             now = time.monotonic()
-            try:
-                if not self._keys or now - self._loaded_at > self.ttl:
-                    self._load()
-                elif kid not in self._keys and now - self._last_forced > UNKNOWN_KID_REFRESH_SECONDS:
+            due = self._loaded_at is None or now - self._loaded_at > self.ttl
+            unknown = kid not in self._keys and now - self._last_forced > UNKNOWN_KID_REFRESH_SECONDS
+            # After a failure, requests are not each made to wait for an issuer that is down (the
+            # fetch holds the lock): the keys in hand serve, and the next attempt waits a while.
+            if (due or unknown) and now - self._failed_at > UNKNOWN_KID_REFRESH_SECONDS:
+                if not due:
                     self._last_forced = now
+                try:
                     self._load()
-            except (OSError, ValueError, httpx.HTTPError) as exc:
-                log.warning("jwks_unavailable", issuer=self.issuer.issuer, error=type(exc).__name__)
-                if not self._keys:
-                    return None
+                except (OSError, ValueError, httpx.HTTPError) as exc:
+                    self._failed_at = now
+                    log.warning("jwks_unavailable", issuer=self.issuer.issuer, error=type(exc).__name__)
             return self._keys.get(kid)
 
 

@@ -73,8 +73,13 @@ def load_signing_key(path: Path, *, create: bool) -> SigningKey:
         raise FileNotFoundError(f"signing key {path} does not exist; create one or set SIGNING_KEY_FILE")
     jwks_path = jwks_path_for(path)
     jwks = json.dumps(key.jwks(), indent=2)
-    if not jwks_path.exists() or jwks_path.read_text() != jwks:
-        jwks_path.write_text(jwks)
+    try:
+        if not jwks_path.exists() or jwks_path.read_text() != jwks:
+            jwks_path.write_text(jwks)
+    except OSError:
+        # Keys mounted read-only (a secrets volume) need no file beside them: the service
+        # publishes its JWKS from the key itself; only `cef up`'s peers read the file.
+        pass
     return key
 
 

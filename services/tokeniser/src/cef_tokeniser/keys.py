@@ -22,8 +22,8 @@ from cef_common import db
 from cef_common.audit import AuditOutbox, build_event
 from cef_common.auth import Principal
 from cef_tokeniser import repository
-from cef_tokeniser.config import Settings
-from cef_tokeniser.crypto import DataKey, KeyUnavailable, MasterKey, new_data_key
+from cef_tokeniser.config import CONTEXT_PATTERN, Settings
+from cef_tokeniser.crypto import KIND_LETTERS, DataKey, KeyUnavailable, MasterKey, new_data_key
 
 ROTATION_ATTEMPTS = 5
 
@@ -258,9 +258,13 @@ def open_key_ring(settings: Settings) -> KeyRing:
 
 def rotate_data_key(settings: Settings, *, kind: str, context: str | None = None) -> KeyVersionInfo:
     """Adds a key version for (kind, context) and returns it (the CLI's `cef keys rotate`)."""
+    ctx = context or settings.default_context
+    if kind not in KIND_LETTERS:
+        raise KeyStoreError(f"kind must be one of {', '.join(KIND_LETTERS)}, not {kind!r}")
+    if not CONTEXT_PATTERN.match(ctx):
+        raise KeyStoreError(f"{ctx!r} is not a context name: lower-case letters, digits, '.', '_' or '-'")
     ring = open_key_ring(settings)
     try:
-        ctx = context or settings.default_context
         version = ring.rotate(kind, ctx, actor=_operator())
         return next(v for v in ring.versions() if (v.kind, v.context, v.version) == (kind, ctx, version))
     finally:

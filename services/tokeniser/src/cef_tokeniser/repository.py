@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.dialects import postgresql, sqlite
@@ -14,9 +15,6 @@ from cef_tokeniser.models import DataKeyRow, TokenOriginal
 
 DATA_KEY: sa.Table = DataKeyRow.__table__  # type: ignore[attr-defined]
 TOKEN_ORIGINAL: sa.Table = TokenOriginal.__table__  # type: ignore[attr-defined]
-
-# SQLite allows 32,766 bound parameters per statement; five per row leaves a safe margin.
-_SQLITE_CHUNK = 5_000
 
 
 def _insert_ignoring_duplicates(conn: Connection, table: sa.Table) -> Any:
@@ -83,11 +81,6 @@ def master_key_ids(conn: Connection) -> set[str]:
     return {str(v) for v in conn.execute(sa.select(DATA_KEY.c.master_key_id).distinct()).scalars()}
 
 
-def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _token_array() -> Any:
     # One comma-joined string split by the server: adapting a 100,000-item list parameter costs
     # several times more on the client. Tokens never hold a comma (crypto.TOKEN_PATTERN).
@@ -101,6 +94,15 @@ def _joined(tokens: Sequence[str]) -> str:
     return joined
 
 
+def _sqlite_token_list() -> Any:
+    # One JSON array parameter expanded by SQLite: no limit on bound parameters, no chunking.
+    return (
+        sa.select(sa.column("value", sa.String))
+        .select_from(sa.func.json_each(sa.bindparam("tokens", type_=sa.Text)))
+        .scalar_subquery()
+    )
+
+
 def stored_tokens(conn: Connection, context: str, tokens: Sequence[str]) -> set[str]:
     """Which of `tokens` already have their original stored in `context`."""
     found: set[str] = set()
@@ -112,11 +114,10 @@ def stored_tokens(conn: Connection, context: str, tokens: Sequence[str]) -> set[
         )
         found.update(conn.execute(stmt, {"tokens": _joined(tokens)}).scalars())
         return found
-    for chunk in _chunks(tokens, _SQLITE_CHUNK):
-        stmt = sa.select(TOKEN_ORIGINAL.c.token).where(
-            TOKEN_ORIGINAL.c.context == context, TOKEN_ORIGINAL.c.token.in_(chunk)
-        )
-        found.update(conn.execute(stmt).scalars())
+    stmt = sa.select(TOKEN_ORIGINAL.c.token).where(
+        TOKEN_ORIGINAL.c.context == context, TOKEN_ORIGINAL.c.token.in_(_sqlite_token_list())
+    )
+    found.update(conn.execute(stmt, {"tokens": orjson.dumps(list(tokens)).decode()}).scalars())
     return found
 
 
@@ -131,11 +132,12 @@ def sealed_originals(conn: Connection, context: str, tokens: Sequence[str]) -> d
         )
         found.update((str(t), bytes(s)) for t, s in conn.execute(stmt, {"tokens": _joined(tokens)}))
         return found
-    for chunk in _chunks(tokens, _SQLITE_CHUNK):
-        stmt = sa.select(TOKEN_ORIGINAL.c.token, TOKEN_ORIGINAL.c.sealed).where(
-            TOKEN_ORIGINAL.c.context == context, TOKEN_ORIGINAL.c.token.in_(chunk)
-        )
-        found.update((str(t), bytes(s)) for t, s in conn.execute(stmt))
+    stmt = sa.select(TOKEN_ORIGINAL.c.token, TOKEN_ORIGINAL.c.sealed).where(
+        TOKEN_ORIGINAL.c.context == context, TOKEN_ORIGINAL.c.token.in_(_sqlite_token_list())
+    )
+    found.update(
+        (str(t), bytes(s)) for t, s in conn.execute(stmt, {"tokens": orjson.dumps(list(tokens)).decode()})
+    )
     return found
 
 

@@ -547,3 +547,25 @@ async def test_openapi_documents_the_bodies(client: Any) -> None:
         "schema"
     ]
     assert set(tokenise_body["properties"]) == {"kind", "values", "context", "key_version"}
+
+
+async def test_a_refused_request_records_only_a_well_formed_context(
+    client: Any, headers: Any, events_of: Any
+) -> None:
+    body = {"kind": "nhs_number", "tokens": [], "purpose": "p", "context": "9434765919 Jane Doe"}
+    r = await client.post("/v1/detokenise", json=body, headers=headers("detokenise"))
+    assert r.status_code == 403
+    r = await client.post(
+        "/v1/tokenise",
+        json={"kind": "postcode", "values": [], "context": "TS18 1HU"},
+        headers=headers("tokenise"),
+    )
+    assert r.status_code == 403
+    events = events_of(client.app, "patient.detokenise") + events_of(client.app, "patient.tokenise")
+    assert [e["detail"]["context"] for e in events] == [None, None]
+    assert "9434765919" not in orjson.dumps(events).decode()
+    assert "TS18 1HU" not in orjson.dumps(events).decode()
+    r = await client.post(
+        "/v1/detokenise", json={**body, "context": "elsewhere"}, headers=headers("detokenise")
+    )
+    assert events_of(client.app, "patient.detokenise")[-1]["detail"]["context"] == "elsewhere"

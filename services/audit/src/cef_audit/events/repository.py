@@ -84,14 +84,23 @@ def _type_clause(patterns: tuple[str, ...]) -> sa.ColumnElement[bool]:
 def _seq_bounds(conn: Connection, f: EventFilter) -> tuple[int | None, int | None]:
     """The time range as a seq range: the sequencer never lets recorded_at go backwards."""
     low = high = None
+    c = audit_events.c
+    # ORDER BY recorded_at, seq … LIMIT 1 walks the (recorded_at, seq) index from one end; a
+    # min()/max() over seq would scan the log from the other.
     if f.since is not None:
         low = conn.execute(
-            sa.select(sa.func.min(audit_events.c.seq)).where(audit_events.c.recorded_at >= utc_stamp(f.since))
+            sa.select(c.seq)
+            .where(c.recorded_at >= utc_stamp(f.since))
+            .order_by(c.recorded_at, c.seq)
+            .limit(1)
         ).scalar_one_or_none()
         low = -1 if low is None else int(low)  # nothing that late: an empty range
     if f.until is not None:
         high = conn.execute(
-            sa.select(sa.func.max(audit_events.c.seq)).where(audit_events.c.recorded_at < utc_stamp(f.until))
+            sa.select(c.seq)
+            .where(c.recorded_at < utc_stamp(f.until))
+            .order_by(c.recorded_at.desc(), c.seq.desc())
+            .limit(1)
         ).scalar_one_or_none()
         high = 0 if high is None else int(high)
     return low, high

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,7 +63,7 @@ def open_checkpoint(token: str, jwks: dict[str, Any]) -> tuple[int, str, str]:
     return length, head, issued
 
 
-def _chain_rows(engine: Engine, upto: int) -> Iterator[Sequence[Any]]:
+def _chain_rows(engine: Engine, upto: int) -> Generator[Sequence[Any], None, None]:
     sql = "SELECT seq, canonical, prev_hash, hash FROM audit_events WHERE seq <= :upto ORDER BY seq"
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
@@ -223,8 +223,9 @@ def verify_log(engine: Engine, jwks: dict[str, Any], kept: Sequence[str] = ()) -
 
     column_thread = threading.Thread(target=_columns, name="audit-verify-columns")
     column_thread.start()
+    rows = _chain_rows(engine, head_length)
     try:
-        for seq, canonical, prev_col, digest in _chain_rows(engine, head_length):
+        for seq, canonical, prev_col, digest in rows:
             if seq != expected:
                 raise _Failure(expected, f"event {expected} is missing (the next stored event is {seq})")
             if not isinstance(canonical, bytes):
@@ -265,6 +266,8 @@ def verify_log(engine: Engine, jwks: dict[str, Any], kept: Sequence[str] = ()) -
     except _Failure as failure:
         report.first_bad_seq = failure.seq
         report.reason = failure.reason
+    finally:
+        rows.close()  # returns the connection at once, also when stopping early
     column_thread.join()
     if errors:
         raise errors[0]

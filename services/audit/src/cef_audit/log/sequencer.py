@@ -104,6 +104,8 @@ def tune_sqlite(engine: Engine) -> None:
     def _cache(dbapi_conn: Any, _: Any) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA cache_size=-65536")
+        # Reads through the OS page cache, shared by every connection, instead of a private copy.
+        cur.execute("PRAGMA mmap_size=4294967296")
         cur.close()
 
     # Connections opened before this listener (none, at start-up) would not have it.

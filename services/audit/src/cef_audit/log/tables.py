@@ -21,7 +21,7 @@ audit_events = sa.Table(
     ),
     sa.Column("event_id", sa.String(36), nullable=False, unique=True),
     # Fixed-width UTC "YYYY-MM-DDTHH:MM:SS.ffffffZ": sorts as text, identical on both databases.
-    sa.Column("recorded_at", sa.String(27), nullable=False, index=True),
+    sa.Column("recorded_at", sa.String(27), nullable=False),
     sa.Column("action", sa.String(10), nullable=False),
     sa.Column("type", sa.String(100), nullable=False),
     sa.Column("outcome", sa.String(10), nullable=False),
@@ -34,6 +34,7 @@ audit_events = sa.Table(
     sa.Column("canonical", sa.LargeBinary(), nullable=False),
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
+    sa.Index("ix_audit_events_recorded_at_seq", "recorded_at", "seq"),
     sa.Index("ix_audit_events_actor_sub_seq", "actor_sub", "seq"),
     sa.Index("ix_audit_events_actor_org_seq", "actor_org", "seq"),
     sa.Index("ix_audit_events_type_seq", "type", "seq"),

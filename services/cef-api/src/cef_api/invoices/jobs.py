@@ -62,17 +62,38 @@ def dup_digest(key: DuplicateKey) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
-class BatchDuplicateIndex:
-    """`DuplicateIndex` over the keys earlier lines hold (prefetched for this batch) plus this batch's."""
+class JobDuplicateIndex:
+    """`DuplicateIndex` of one validation job: the digests of this invoice's countable lines so far,
+    plus those of earlier invoices of the chain, either all read at the start (a short history) or
+    read per batch for the batch's candidate keys (a long one)."""
 
-    def __init__(self, existing: set[str]) -> None:
-        self._keys = existing
+    def __init__(self, *, per_batch: bool, earlier: set[str] | None = None) -> None:
+        self.per_batch = per_batch
+        self._keys: set[str] = earlier or set()
 
     def __contains__(self, key: DuplicateKey) -> bool:
         return dup_digest(key) in self._keys
 
     def add(self, key: DuplicateKey) -> None:
         self._keys.add(dup_digest(key))
+
+    def extend(self, digests: set[str]) -> None:
+        self._keys.update(digests)
+
+    @classmethod
+    def for_chain(cls, session: Session, invoice: Invoice, memory_rows: int) -> JobDuplicateIndex:
+        assert invoice.seq is not None
+        earlier = repository.chain_dup_key_count(
+            session, invoice.provider_code, invoice.commissioner_code, invoice.seq
+        )
+        if earlier > memory_rows:
+            return cls(per_batch=True)
+        keys = (
+            repository.chain_dup_keys(session, invoice.provider_code, invoice.commissioner_code, invoice.seq)
+            if earlier
+            else set()
+        )
+        return cls(per_batch=False, earlier=keys)
 
 
 def count_lines(spool: EncryptedSpool) -> int:
@@ -186,17 +207,19 @@ def _validate_batch(
     batch: _TokenisedBatch,
     header: InvoiceHeader,
     snapshot: ReferenceSnapshot,
+    duplicates: JobDuplicateIndex,
     summary: SummaryAccumulator,
 ) -> None:
     t1 = time.perf_counter()
     prepared, line_tokens, dob_tokens = batch.prepared, batch.line_tokens, batch.dob_tokens
     reference = snapshot.for_patients(session, sorted({t for t in line_tokens if t is not None}))
-    candidates = {
-        dup_digest(k)
-        for p, t in zip(prepared, line_tokens, strict=True)
-        if (k := _candidate_key(p, header, t)) is not None
-    }
-    duplicates = BatchDuplicateIndex(repository.existing_dup_keys(session, sorted(candidates)))
+    if duplicates.per_batch:
+        candidates = {
+            dup_digest(k)
+            for p, t in zip(prepared, line_tokens, strict=True)
+            if (k := _candidate_key(p, header, t)) is not None
+        }
+        duplicates.extend(repository.existing_dup_keys(session, sorted(candidates)))
     t2 = time.perf_counter()
     rows = []
     for line, nhs_token in zip(prepared, line_tokens, strict=True):
@@ -271,8 +294,17 @@ def _run(
         batches = _tokenised_batches(
             spool, size=settings.validation_batch_lines, snapshot=snapshot, tokeniser=tokeniser
         )
+        duplicates = JobDuplicateIndex.for_chain(session, invoice, settings.reference_memory_rows)
         for batch in batches:
-            _validate_batch(session, seq=seq, batch=batch, header=header, snapshot=snapshot, summary=summary)
+            _validate_batch(
+                session,
+                seq=seq,
+                batch=batch,
+                header=header,
+                snapshot=snapshot,
+                duplicates=duplicates,
+                summary=summary,
+            )
             done += len(batch.prepared)
             repository.update_invoice(session, seq, lines_done=done)
             session.commit()

@@ -126,6 +126,29 @@ def existing_dup_keys(session: Session, keys: Sequence[str]) -> set[str]:
     return found
 
 
+def _chain_keys(provider_code: str, commissioner_code: str, seq: int) -> sa.Select[Any]:
+    """Duplicate keys of the other invoices of a chain (same provider and commissioner)."""
+    return (
+        sa.select(line_t.c.dup_key)
+        .join(invoice_t, invoice_t.c.seq == line_t.c.invoice_seq)
+        .where(
+            IV.provider_code == provider_code,
+            IV.commissioner_code == commissioner_code,
+            IV.seq != seq,
+            line_t.c.dup_key.is_not(None),
+        )
+    )
+
+
+def chain_dup_key_count(session: Session, provider_code: str, commissioner_code: str, seq: int) -> int:
+    keys = _chain_keys(provider_code, commissioner_code, seq).subquery()
+    return int(session.execute(sa.select(sa.func.count()).select_from(keys)).scalar_one())
+
+
+def chain_dup_keys(session: Session, provider_code: str, commissioner_code: str, seq: int) -> set[str]:
+    return set(session.execute(_chain_keys(provider_code, commissioner_code, seq)).scalars())
+
+
 def update_invoice(session: Session, seq: int, **values: Any) -> None:
     session.execute(sa.update(invoice_t).where(invoice_t.c.seq == seq).values(**values))
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from cef_api.spool import EncryptedSpool, SpoolCipher
@@ -122,12 +123,13 @@ async def receive_upload(
     except AppError:
         spool.delete()
         raise
-    except Exception as exc:
+    except MultipartParseError:
         spool.delete()
-        if type(exc).__name__ in ("MultipartParseError", "FormParserError", "QuerystringParseError"):
-            raise UploadError(
-                "the multipart body could not be read; check the boundary and part headers",
-                code="submission-not-multipart",
-            ) from None
+        raise UploadError(
+            "the multipart body could not be read; check the boundary and part headers",
+            code="submission-not-multipart",
+        ) from None
+    except BaseException:
+        spool.delete()
         raise
     return Upload(header=bytes(header), spool=spool)

@@ -19,6 +19,7 @@ from sqlmodel import Session
 from cef_common.audit import AuditEventIn, AuditOutcome, build_event, record_event
 from cef_common.auth import Principal
 from cef_tokeniser import repository
+from cef_tokeniser.config import CONTEXT_PATTERN
 from cef_tokeniser.crypto import DataKey, KeyUnavailable, parse_token
 from cef_tokeniser.keys import KeyRing
 from cef_tokeniser.tokens.exceptions import AuditUnavailable, StoreUnavailable, UnknownKeyVersion
@@ -357,6 +358,9 @@ def refusal_event(
     reason: str,
 ) -> AuditEventIn:
     """The audit event of a refused call (`reason` is the problem code the caller received)."""
+    # A refused request may name anything as its context: only a well-formed name is recorded.
+    if not isinstance(context, str) or not CONTEXT_PATTERN.match(context):
+        context = None
     if type_ == "patient.detokenise":
         return detokenise_event(
             principal,

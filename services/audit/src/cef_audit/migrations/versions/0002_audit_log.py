@@ -42,7 +42,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("seq", name="pk_audit_events"),
         sa.UniqueConstraint("event_id", name="uq_audit_events_event_id"),
     )
-    op.create_index("ix_audit_events_recorded_at", "audit_events", ["recorded_at"])
+    op.create_index("ix_audit_events_recorded_at_seq", "audit_events", ["recorded_at", "seq"])
     op.create_index("ix_audit_events_actor_sub_seq", "audit_events", ["actor_sub", "seq"])
     op.create_index("ix_audit_events_actor_org_seq", "audit_events", ["actor_org", "seq"])
     op.create_index("ix_audit_events_type_seq", "audit_events", ["type", "seq"])

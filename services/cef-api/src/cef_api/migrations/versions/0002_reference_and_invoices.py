@@ -15,7 +15,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def _id() -> sa.Column:
+def _id() -> sa.Column[int]:
     return sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True)
 
 
@@ -171,7 +171,6 @@ def upgrade() -> None:
         sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
     )
     op.create_index("uq_invoice_line_invoice_line_no", "invoice_line", ["invoice_seq", "line_no"], unique=True)
-    op.create_index("ix_invoice_line_invoice_outcome", "invoice_line", ["invoice_seq", "outcome", "line_no"])
     op.create_index("ix_invoice_line_dup_key", "invoice_line", ["dup_key"])
     op.create_index("ix_invoice_line_invoice_ref", "invoice_line", ["invoice_seq", "line_ref"])
 
