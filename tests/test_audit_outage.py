@@ -37,18 +37,36 @@ def producer_app(settings: ProducerSettings, audit_url: str) -> FastAPI:
     router = APIRouter()
 
     @router.post("/v1/work/{n}", status_code=201)
-    def work(n: int, session: SessionDep,
-             principal: Annotated[Principal, Depends(require_scopes("work"))]) -> dict[str, int]:
+    def work(
+        n: int, session: SessionDep, principal: Annotated[Principal, Depends(require_scopes("work"))]
+    ) -> dict[str, int]:
         # The change and its audit event commit together, or neither does.
         session.execute(sa.text("INSERT INTO work (n) VALUES (:n)"), {"n": n})
-        record_event(session, build_event(source=PRODUCER, action="create", type="work.do", outcome="success",
-                                          principal=principal, entity_type="work", entity_id=str(n),
-                                          detail={"n": n}))
+        record_event(
+            session,
+            build_event(
+                source=PRODUCER,
+                action="create",
+                type="work.do",
+                outcome="success",
+                principal=principal,
+                entity_type="work",
+                entity_id=str(n),
+                detail={"n": n},
+            ),
+        )
         return {"n": n}
 
-    return create_service_app(ServiceSpec(settings=settings, title="producer", description="test producer",
-                                          migrations=Path(__file__).parent, routers=[router],
-                                          audit_url=audit_url))
+    return create_service_app(
+        ServiceSpec(
+            settings=settings,
+            title="producer",
+            description="test producer",
+            migrations=Path(__file__).parent,
+            routers=[router],
+            audit_url=audit_url,
+        )
+    )
 
 
 def _wait(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
@@ -72,8 +90,14 @@ async def test_no_event_is_lost_or_duplicated_across_an_audit_outage(
 
     port = free_port()
     audit_url = f"http://127.0.0.1:{port}"
-    producer_settings = ProducerSettings(data_dir=data_dir, database_url=producer_url, dev_issuer_enabled=True,
-                                         environment="test", http_connect_timeout=0.5, http_read_timeout=5)
+    producer_settings = ProducerSettings(
+        data_dir=data_dir,
+        database_url=producer_url,
+        dev_issuer_enabled=True,
+        environment="test",
+        http_connect_timeout=0.5,
+        http_read_timeout=5,
+    )
     producer = producer_app(producer_settings, audit_url)  # creates the producer's own signing key
     audit_settings = AuditSettings(
         data_dir=data_dir,
@@ -81,8 +105,13 @@ async def test_no_event_is_lost_or_duplicated_across_an_audit_outage(
         dev_issuer_enabled=True,
         environment="test",
         checkpoint_interval_seconds=0,
-        trusted_issuers=[TrustedIssuer(issuer=PRODUCER, jwks_file=data_dir / "keys" / f"{PRODUCER}.jwks.json",
-                                       allowed_scopes=["audit:write"])],
+        trusted_issuers=[
+            TrustedIssuer(
+                issuer=PRODUCER,
+                jwks_file=data_dir / "keys" / f"{PRODUCER}.jwks.json",
+                allowed_scopes=["audit:write"],
+            )
+        ],
     )
     work_headers = dev_issuer.headers("work", sub="clerk-7", org="RX1", aud=PRODUCER)
     reader = dev_issuer.headers("audit:read", sub="auditor", aud="audit")

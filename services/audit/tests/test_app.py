@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from audit_test_support import event_json
 
 ENDPOINTS = [
@@ -37,22 +36,28 @@ async def test_no_token_is_401(client: Any, method: str, path: str, scope: str) 
 async def test_bad_token_is_401(client: Any, stranger_key: Any, method: str, path: str, scope: str) -> None:
     from cef_common.auth import TokenSigner
 
-    forged = TokenSigner(stranger_key, "cef-dev").mint(sub="x", audience="audit", scopes=[scope], ttl_seconds=60)
-    r = await client.request(method, path, json=_body(method, path), headers={"Authorization": f"Bearer {forged}"})
+    forged = TokenSigner(stranger_key, "cef-dev").mint(
+        sub="x", audience="audit", scopes=[scope], ttl_seconds=60
+    )
+    r = await client.request(
+        method, path, json=_body(method, path), headers={"Authorization": f"Bearer {forged}"}
+    )
     assert r.status_code == 401
 
 
 @pytest.mark.parametrize(("method", "path", "scope"), ENDPOINTS)
-async def test_token_for_another_service_is_401(client: Any, dev_issuer: Any, method: str, path: str,
-                                                scope: str) -> None:
+async def test_token_for_another_service_is_401(
+    client: Any, dev_issuer: Any, method: str, path: str, scope: str
+) -> None:
     headers = dev_issuer.headers(scope, aud="cef-api")
     r = await client.request(method, path, json=_body(method, path), headers=headers)
     assert r.status_code == 401
 
 
 @pytest.mark.parametrize(("method", "path", "scope"), ENDPOINTS)
-async def test_wrong_scope_is_403_and_recorded(client: Any, dev_issuer: Any, reader: dict[str, str], method: str,
-                                               path: str, scope: str) -> None:
+async def test_wrong_scope_is_403_and_recorded(
+    client: Any, dev_issuer: Any, reader: dict[str, str], method: str, path: str, scope: str
+) -> None:
     other = "audit:read" if scope == "audit:write" else "audit:write"
     headers = dev_issuer.headers(other, sub="mallory", org="ZZ1", aud="audit")
     r = await client.request(method, path, json=_body(method, path), headers=headers)

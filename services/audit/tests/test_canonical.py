@@ -17,7 +17,9 @@ json_values = st.recursive(
     | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
     max_leaves=25,
 )
 
@@ -32,7 +34,7 @@ def test_matches_the_reference(value: Any) -> None:
     "value",
     [
         {"\ue000": 1, "\U0001f600": 2, "a": 3},  # code point order and UTF-16 order differ here
-        {"k": "\x00\x1f\x7f\u2028\ud7ff\"\\/"},
+        {"k": '\x00\x1f\x7f\u2028\ud7ff"\\/'},
         {"n": -(2**53) + 1, "f": 1e21, "g": 5e-324, "z": -0.0},
         [1, "2", [3, {"b": None, "a": True}]],
     ],

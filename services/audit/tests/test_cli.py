@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
+from audit_test_support import event_json, execute
 from typer.testing import CliRunner
 
-from audit_test_support import event_json, execute
 from cef_audit.main import create_app
 from cef_cli.main import app as cef
 from cef_common.testing import ServerThread
@@ -26,18 +26,23 @@ def server(sqlite_db: str, make_settings: Any) -> Iterator[ServerThread]:
 
 
 def _post(server: ServerThread, writer: dict[str, str], first: int, n: int) -> None:
-    r = httpx.post(f"{server.url}/v1/events", json={"events": [event_json(i) for i in range(first, first + n)]},
-                   headers=writer)
+    r = httpx.post(
+        f"{server.url}/v1/events",
+        json={"events": [event_json(i) for i in range(first, first + n)]},
+        headers=writer,
+    )
     assert r.status_code == 201, r.text
 
 
 def _verify(data_dir: Path, server: ServerThread, kept: Path) -> Any:
-    return runner.invoke(cef, ["audit", "verify", "--data-dir", str(data_dir), "--url", server.url,
-                               "--checkpoints", str(kept)])
+    return runner.invoke(
+        cef, ["audit", "verify", "--data-dir", str(data_dir), "--url", server.url, "--checkpoints", str(kept)]
+    )
 
 
-def test_verify_keeps_checkpoints_and_catches_a_rewrite(server: ServerThread, data_dir: Path, tmp_path: Path,
-                                                       writer: dict[str, str], sqlite_db: str) -> None:
+def test_verify_keeps_checkpoints_and_catches_a_rewrite(
+    server: ServerThread, data_dir: Path, tmp_path: Path, writer: dict[str, str], sqlite_db: str
+) -> None:
     kept = tmp_path / "kept" / "checkpoints.jsonl"
     _post(server, writer, 0, 10)
     result = _verify(data_dir, server, kept)
@@ -50,7 +55,10 @@ def test_verify_keeps_checkpoints_and_catches_a_rewrite(server: ServerThread, da
     _post(server, writer, 10, 10)
     result = _verify(data_dir, server, kept)
     assert result.exit_code == 0, result.output
-    assert [json.loads(line)["length"] for line in kept.read_text().splitlines()] == [10, 22]  # the first run's own two requests are events too
+    assert [json.loads(line)["length"] for line in kept.read_text().splitlines()] == [
+        10,
+        22,
+    ]  # the first run's own two requests are events too
 
     # Someone with database access rewrites the whole log and removes the stored checkpoints.
     for trigger in ("audit_events_no_update", "audit_checkpoints_no_delete"):
@@ -59,11 +67,13 @@ def test_verify_keeps_checkpoints_and_catches_a_rewrite(server: ServerThread, da
     execute(sqlite_db, "UPDATE audit_events SET outcome = 'success', actor_sub = 'nobody' WHERE seq = 3")
     result = _verify(data_dir, server, kept)
     assert result.exit_code == 1
-    assert "INVALID" in result.output and "3" in result.output
+    assert "INVALID" in result.output
+    assert "3" in result.output
 
 
-def test_an_edited_checkpoint_file_is_refused(server: ServerThread, data_dir: Path, tmp_path: Path,
-                                              writer: dict[str, str]) -> None:
+def test_an_edited_checkpoint_file_is_refused(
+    server: ServerThread, data_dir: Path, tmp_path: Path, writer: dict[str, str]
+) -> None:
     kept = tmp_path / "checkpoints.jsonl"
     _post(server, writer, 0, 5)
     assert _verify(data_dir, server, kept).exit_code == 0
@@ -78,24 +88,63 @@ def test_an_edited_checkpoint_file_is_refused(server: ServerThread, data_dir: Pa
 
 
 def test_verify_reports_an_unreachable_service(data_dir: Path, dev_issuer: Any, tmp_path: Path) -> None:
-    result = runner.invoke(cef, ["audit", "verify", "--data-dir", str(data_dir), "--url", "http://127.0.0.1:9",
-                                 "--checkpoints", str(tmp_path / "k.jsonl")])
+    result = runner.invoke(
+        cef,
+        [
+            "audit",
+            "verify",
+            "--data-dir",
+            str(data_dir),
+            "--url",
+            "http://127.0.0.1:9",
+            "--checkpoints",
+            str(tmp_path / "k.jsonl"),
+        ],
+    )
     assert result.exit_code == 1
     assert "cannot reach the audit service" in result.output
 
 
 def test_events_lists_and_exports(server: ServerThread, data_dir: Path, writer: dict[str, str]) -> None:
     _post(server, writer, 0, 4)
-    result = runner.invoke(cef, ["audit", "events", "--data-dir", str(data_dir), "--url", server.url,
-                                 "--org", "RX1", "--purpose", "spot check"])
+    result = runner.invoke(
+        cef,
+        [
+            "audit",
+            "events",
+            "--data-dir",
+            str(data_dir),
+            "--url",
+            server.url,
+            "--org",
+            "RX1",
+            "--purpose",
+            "spot check",
+        ],
+    )
     assert result.exit_code == 0, result.output
     # A narrow terminal folds the table; its rows still show the short fields.
-    assert result.output.count("RX1") == 2 and "Q99" not in result.output
-    result = runner.invoke(cef, ["audit", "events", "--data-dir", str(data_dir), "--url", server.url,
-                                 "--format", "jsonl", "--entity", "inv-2"])
+    assert result.output.count("RX1") == 2
+    assert "Q99" not in result.output
+    result = runner.invoke(
+        cef,
+        [
+            "audit",
+            "events",
+            "--data-dir",
+            str(data_dir),
+            "--url",
+            server.url,
+            "--format",
+            "jsonl",
+            "--entity",
+            "inv-2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     [line] = result.stdout.splitlines()
     assert json.loads(line)["entity"]["id"] == "inv-2"
-    result = runner.invoke(cef, ["audit", "events", "--data-dir", str(data_dir), "--url", server.url,
-                                 "--format", "xml"])
+    result = runner.invoke(
+        cef, ["audit", "events", "--data-dir", str(data_dir), "--url", server.url, "--format", "xml"]
+    )
     assert result.exit_code == 1

@@ -40,14 +40,24 @@ def engine(db_kind: str, database_factory: Any) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
-PRINCIPAL = Principal(sub="clerk-1", issuer="cef-dev", scopes=frozenset({"invoices:submit"}), org="RX1",
-                      client="portal")
+PRINCIPAL = Principal(
+    sub="clerk-1", issuer="cef-dev", scopes=frozenset({"invoices:submit"}), org="RX1", client="portal"
+)
 
 
 def event(n: int) -> AuditEventIn:
-    return build_event(source="cef-api", action="create", type="invoice.submit", outcome="success",
-                       principal=PRINCIPAL, entity_type="invoice", entity_id=f"inv-{n}", count=n,
-                       purpose="payment", detail={"n": n})
+    return build_event(
+        source="cef-api",
+        action="create",
+        type="invoice.submit",
+        outcome="success",
+        principal=PRINCIPAL,
+        entity_type="invoice",
+        entity_id=f"inv-{n}",
+        count=n,
+        purpose="payment",
+        detail={"n": n},
+    )
 
 
 class FakeAudit:
@@ -74,8 +84,13 @@ class FakeAudit:
             duplicate = e["event_id"] in self.stored
             if not duplicate:
                 self.stored.append(e["event_id"])
-            results.append({"event_id": e["event_id"], "seq": self.stored.index(e["event_id"]) + 1,
-                            "duplicate": duplicate})
+            results.append(
+                {
+                    "event_id": e["event_id"],
+                    "seq": self.stored.index(e["event_id"]) + 1,
+                    "duplicate": duplicate,
+                }
+            )
         if self.acknowledge_only is not None:
             results = results[: self.acknowledge_only]
         return httpx.Response(201, json={"results": results, "length": len(self.stored)})
@@ -93,8 +108,12 @@ def make_relay(engine: sa.Engine, audit: FakeAudit) -> Iterator[Callable[..., Ou
     def _make(**kwargs: Any) -> OutboxRelay:
         relay = OutboxRelay(
             engine,
-            lambda: make_client("http://audit.test", token=lambda: "service-token", retries=0,
-                                transport=httpx.MockTransport(audit.handler)),
+            lambda: make_client(
+                "http://audit.test",
+                token=lambda: "service-token",
+                retries=0,
+                transport=httpx.MockTransport(audit.handler),
+            ),
             **kwargs,
         )
         relays.append(relay)
@@ -126,8 +145,12 @@ def test_build_event_carries_the_principal_and_request_id() -> None:
         request_id_var.reset(token)
     assert e.actor.model_dump() == {"sub": "clerk-1", "org": "RX1", "client": "portal", "issuer": "cef-dev"}
     assert e.request_id == "req-42"
-    assert e.entity is not None and (e.entity.type, e.entity.id, e.entity.count) == ("invoice", "inv-3", 3)
-    assert build_event(source="x", action="read", type="t", outcome="denied", principal=None).actor.sub == "anonymous"
+    assert e.entity is not None
+    assert (e.entity.type, e.entity.id, e.entity.count) == ("invoice", "inv-3", 3)
+    assert (
+        build_event(source="x", action="read", type="t", outcome="denied", principal=None).actor.sub
+        == "anonymous"
+    )
 
 
 def test_events_are_durable_exactly_when_the_change_is(engine: sa.Engine) -> None:
@@ -158,8 +181,9 @@ def test_relay_delivers_in_order_in_batches(engine: sa.Engine, audit: FakeAudit,
     assert relay.deliver_once() == 0
 
 
-def test_failures_keep_events_pending_and_count_attempts(engine: sa.Engine, audit: FakeAudit,
-                                                         make_relay: Any) -> None:
+def test_failures_keep_events_pending_and_count_attempts(
+    engine: sa.Engine, audit: FakeAudit, make_relay: Any
+) -> None:
     _commit(engine, [event(1), event(2)])
     relay = make_relay()
     audit.drop_connection = True
@@ -190,14 +214,22 @@ def test_only_acknowledged_events_are_marked(engine: sa.Engine, audit: FakeAudit
 
 def test_an_answer_without_results_is_not_taken_as_delivery(engine: sa.Engine, make_relay: Any) -> None:
     _commit(engine, [event(1)])
-    relay = OutboxRelay(engine, lambda: make_client(
-        "http://audit.test", retries=0, transport=httpx.MockTransport(lambda r: httpx.Response(200, json={}))))
+    relay = OutboxRelay(
+        engine,
+        lambda: make_client(
+            "http://audit.test",
+            retries=0,
+            transport=httpx.MockTransport(lambda r: httpx.Response(200, json={})),
+        ),
+    )
     with pytest.raises(ValueError, match="does not list"):
         relay.deliver_once()
     assert relay.pending_count() == 1
 
 
-def test_background_relay_backs_off_and_catches_up(engine: sa.Engine, audit: FakeAudit, make_relay: Any) -> None:
+def test_background_relay_backs_off_and_catches_up(
+    engine: sa.Engine, audit: FakeAudit, make_relay: Any
+) -> None:
     relay = make_relay(poll_interval=0.02, max_backoff=0.1)
     audit.drop_connection = True
     relay.start()
@@ -206,7 +238,8 @@ def test_background_relay_backs_off_and_catches_up(engine: sa.Engine, audit: Fak
     deadline = time.monotonic() + 10
     while relay.failures < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert relay.failures >= 2 and relay.pending_count() == 5
+    assert relay.failures >= 2
+    assert relay.pending_count() == 5
     audit.drop_connection = False
     while relay.pending_count() and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -227,8 +260,23 @@ def test_stop_flushes_what_is_pending(engine: sa.Engine, audit: FakeAudit, make_
 def test_outbox_rows_keep_the_exact_payload(engine: sa.Engine, audit: FakeAudit, make_relay: Any) -> None:
     e = event(9)
     with Session(engine) as session:
-        session.add(AuditOutbox(event_id=str(e.event_id), payload=e.model_dump_json(),
-                                created_at=datetime.now(UTC)))
+        session.add(
+            AuditOutbox(event_id=str(e.event_id), payload=e.model_dump_json(), created_at=datetime.now(UTC))
+        )
         session.commit()
     make_relay().drain()
     assert AuditEventIn.model_validate(audit.requests[0][0]) == e
+
+
+def test_event_ids_are_time_ordered_uuids() -> None:
+    from cef_common.audit import time_ordered_uuid
+
+    first = time_ordered_uuid()
+    time.sleep(0.002)
+    later = [time_ordered_uuid() for _ in range(1000)]
+    assert first.version == 7
+    assert first.variant == "specified in RFC 4122"
+    # Later milliseconds sort later, as text too: appends land at the end of the event_id index.
+    assert all(str(first) < str(x) for x in later)
+    assert len(set(later)) == 1000
+    assert event(1).event_id.version == 7

@@ -9,10 +9,9 @@ import uuid
 from typing import Any
 
 import orjson
+from audit_test_support import event_json
 
 from cef_audit.canonical import canonical_json
-
-from audit_test_support import event_json
 
 
 async def _append(client: Any, writer: dict[str, str], events: list[dict[str, Any]]) -> Any:
@@ -32,15 +31,26 @@ async def test_single_and_batch_appends_get_consecutive_seqs(client: Any, writer
     assert body["length"] == 4
 
 
-async def test_redelivery_is_never_stored_twice(client: Any, writer: dict[str, str], reader: dict[str, str]) -> None:
+async def test_redelivery_is_never_stored_twice(
+    client: Any, writer: dict[str, str], reader: dict[str, str]
+) -> None:
     batch = [event_json(i) for i in range(3)]
     await _append(client, writer, batch)
     r = await client.post("/v1/events", json={"events": [*batch, event_json(9)]}, headers=writer)
     assert r.status_code == 201
-    assert [(x["seq"], x["duplicate"]) for x in r.json()["results"]] == [(1, True), (2, True), (3, True), (4, False)]
+    assert [(x["seq"], x["duplicate"]) for x in r.json()["results"]] == [
+        (1, True),
+        (2, True),
+        (3, True),
+        (4, False),
+    ]
     again = await client.post("/v1/events", json=batch[0], headers=writer)
-    assert again.status_code == 200 and again.json()["results"][0] == {
-        "event_id": batch[0]["event_id"], "seq": 1, "duplicate": True}
+    assert again.status_code == 200
+    assert again.json()["results"][0] == {
+        "event_id": batch[0]["event_id"],
+        "seq": 1,
+        "duplicate": True,
+    }
     # The same event twice within one batch is one event.
     twice = event_json(20)
     body = await _append(client, writer, [twice, twice])
@@ -61,8 +71,9 @@ async def test_same_event_id_with_other_content_is_409(client: Any, writer: dict
     assert client.app.state.audit_log.head().length == 1
 
 
-async def test_the_caller_is_recorded_beside_the_declared_actor(client: Any, writer: dict[str, str],
-                                                               reader: dict[str, str]) -> None:
+async def test_the_caller_is_recorded_beside_the_declared_actor(
+    client: Any, writer: dict[str, str], reader: dict[str, str]
+) -> None:
     await _append(client, writer, [event_json(1)])
     item = (await client.get("/v1/events", headers=reader)).json()["items"][0]
     assert item["actor"] == {"sub": "user-1", "org": "RX1", "client": "portal", "issuer": None}
@@ -81,10 +92,14 @@ async def test_invalid_events_are_422_naming_the_field(client: Any, writer: dict
     assert r.json()["detail"].startswith("actor.sub")
     r = await client.post("/v1/events", json={"events": []}, headers=writer)
     assert r.status_code == 422
-    r = await client.post("/v1/events", content=b"not json", headers={**writer, "content-type": "application/json"})
-    assert r.status_code == 400 and r.json()["code"] == "invalid-json"
+    r = await client.post(
+        "/v1/events", content=b"not json", headers={**writer, "content-type": "application/json"}
+    )
+    assert r.status_code == 400
+    assert r.json()["code"] == "invalid-json"
     r = await client.post("/v1/events", json={**event_json(3), "detail": {"big": 2**60}}, headers=writer)
-    assert r.status_code == 422 and r.json()["code"] == "not-canonicalisable"
+    assert r.status_code == 422
+    assert r.json()["code"] == "not-canonicalisable"
     assert client.app.state.audit_log.head().length == 0
 
 
@@ -97,8 +112,9 @@ async def test_batches_are_bounded(client: Any, writer: dict[str, str]) -> None:
     assert r.status_code == 413
 
 
-async def test_floats_in_detail_are_canonicalised_exactly(client: Any, writer: dict[str, str],
-                                                          reader: dict[str, str]) -> None:
+async def test_floats_in_detail_are_canonicalised_exactly(
+    client: Any, writer: dict[str, str], reader: dict[str, str]
+) -> None:
     await _append(client, writer, [event_json(1, detail={"ratio": 1e21, "x": 0.1, "é": [1.5]})])
     item = (await client.get("/v1/events", headers=reader)).json()["items"][0]
     digest = item.pop("hash")
@@ -121,7 +137,9 @@ async def test_filters(client: Any, writer: dict[str, str], reader: dict[str, st
     await _seed(client, writer)
 
     async def seqs(**params: Any) -> list[int]:
-        r = await client.get("/v1/events", params={"source": ["cef-api", "tokeniser"], **params}, headers=reader)
+        r = await client.get(
+            "/v1/events", params={"source": ["cef-api", "tokeniser"], **params}, headers=reader
+        )
         assert r.status_code == 200, r.text
         return [e["seq"] for e in r.json()["items"] if e["source"] != "audit"]
 
@@ -140,7 +158,12 @@ async def test_filters(client: Any, writer: dict[str, str], reader: dict[str, st
     for key in ("seq", "recorded_at", "actor", "action", "outcome", "entity", "purpose", "prev_hash", "hash"):
         assert key in item
     assert item["purpose"] == "re-identify for query 7"
-    assert item["actor"]["sub"] == "user-0" and item["entity"] == {"type": "invoice", "id": "inv-3", "count": 3}
+    assert item["actor"]["sub"] == "user-0"
+    assert item["entity"] == {
+        "type": "invoice",
+        "id": "inv-3",
+        "count": 3,
+    }
 
 
 async def test_time_range(client: Any, writer: dict[str, str], reader: dict[str, str]) -> None:
@@ -153,10 +176,13 @@ async def test_time_range(client: Any, writer: dict[str, str], reader: dict[str,
     r = await client.get("/v1/events", params={"since": "2999-01-01T00:00:00Z"}, headers=reader)
     assert r.json()["items"] == []
     r = await client.get("/v1/events", params={"since": "2026-01-01T00:00:00"}, headers=reader)
-    assert r.status_code == 400 and r.json()["code"] == "naive-datetime"
+    assert r.status_code == 400
+    assert r.json()["code"] == "naive-datetime"
 
 
-async def test_cursor_pages_in_stable_seq_order(client: Any, writer: dict[str, str], reader: dict[str, str]) -> None:
+async def test_cursor_pages_in_stable_seq_order(
+    client: Any, writer: dict[str, str], reader: dict[str, str]
+) -> None:
     await _append(client, writer, [event_json(i) for i in range(7)])
     seen: list[int] = []
     cursor = None
@@ -170,22 +196,32 @@ async def test_cursor_pages_in_stable_seq_order(client: Any, writer: dict[str, s
         if cursor is None:
             break
     assert seen == list(range(1, 8))
-    page = (await client.get("/v1/events", params={"limit": 2, "order": "desc", "source": "cef-api"},
-                             headers=reader)).json()
+    page = (
+        await client.get(
+            "/v1/events", params={"limit": 2, "order": "desc", "source": "cef-api"}, headers=reader
+        )
+    ).json()
     assert [e["seq"] for e in page["items"]] == [7, 6]
-    nxt = (await client.get("/v1/events", params={"limit": 2, "order": "desc", "source": "cef-api",
-                                                  "cursor": page["next_cursor"]}, headers=reader)).json()
+    nxt = (
+        await client.get(
+            "/v1/events",
+            params={"limit": 2, "order": "desc", "source": "cef-api", "cursor": page["next_cursor"]},
+            headers=reader,
+        )
+    ).json()
     assert [e["seq"] for e in nxt["items"]] == [5, 4]
     r = await client.get("/v1/events", params={"cursor": "garbage"}, headers=reader)
-    assert r.status_code == 400 and r.json()["code"] == "invalid-cursor"
+    assert r.status_code == 400
+    assert r.json()["code"] == "invalid-cursor"
     r = await client.get("/v1/events", params={"cursor": page["next_cursor"]}, headers=reader)
     assert r.status_code == 400
     r = await client.get("/v1/events", params={"limit": 0}, headers=reader)
     assert r.status_code == 422
 
 
-async def test_every_auditor_query_is_itself_an_event(client: Any, writer: dict[str, str],
-                                                      reader: dict[str, str]) -> None:
+async def test_every_auditor_query_is_itself_an_event(
+    client: Any, writer: dict[str, str], reader: dict[str, str]
+) -> None:
     await _seed(client, writer)
     await client.get("/v1/events", params={"actor": "user-1", "purpose": "annual audit"}, headers=reader)
     await client.get("/v1/events/export", params={"format": "csv", "outcome": "denied"}, headers=reader)
@@ -204,8 +240,9 @@ async def test_every_auditor_query_is_itself_an_event(client: Any, writer: dict[
     assert first["actor"]["org"] == "X26"
 
 
-async def test_jsonl_export_records_verify_on_their_own(client: Any, writer: dict[str, str],
-                                                        reader: dict[str, str]) -> None:
+async def test_jsonl_export_records_verify_on_their_own(
+    client: Any, writer: dict[str, str], reader: dict[str, str]
+) -> None:
     await _seed(client, writer)
     r = await client.get("/v1/events/export", params={"format": "jsonl", "source": "cef-api"}, headers=reader)
     assert r.status_code == 200
@@ -221,54 +258,68 @@ async def test_jsonl_export_records_verify_on_their_own(client: Any, writer: dic
         prev = digest
 
 
-async def test_csv_export_escapes_formulas(client: Any, writer: dict[str, str], reader: dict[str, str]) -> None:
-    hostile = event_json(1, purpose="=HYPERLINK(\"http://evil\")", subtype="+cmd", request_id="@x",
-                         detail={"note": "-2+3"})
+async def test_csv_export_escapes_formulas(
+    client: Any, writer: dict[str, str], reader: dict[str, str]
+) -> None:
+    hostile = event_json(
+        1, purpose='=HYPERLINK("http://evil")', subtype="+cmd", request_id="@x", detail={"note": "-2+3"}
+    )
     hostile["actor"]["sub"] = "-1+1"
     await _append(client, writer, [hostile, event_json(2)])
     r = await client.get("/v1/events/export", params={"format": "csv", "source": "cef-api"}, headers=reader)
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert len(rows) == 2
-    assert rows[0]["purpose"] == "'=HYPERLINK(\"http://evil\")"
+    assert rows[0]["purpose"] == '\'=HYPERLINK("http://evil")'
     assert rows[0]["subtype"] == "'+cmd"
     assert rows[0]["request_id"] == "'@x"
     assert rows[0]["actor_sub"] == "'-1+1"
     assert rows[0]["detail"] == '{"note":"-2+3"}'
     assert rows[1]["purpose"] == "validation"
-    assert rows[0]["seq"] == "1" and len(rows[0]["hash"]) == 64
+    assert rows[0]["seq"] == "1"
+    assert len(rows[0]["hash"]) == 64
     for row in rows:
         assert not any(v.startswith(("=", "+", "-", "@")) for v in row.values())
 
 
-async def test_fhir_export_is_a_bundle_of_audit_events(client: Any, writer: dict[str, str],
-                                                       reader: dict[str, str]) -> None:
+async def test_fhir_export_is_a_bundle_of_audit_events(
+    client: Any, writer: dict[str, str], reader: dict[str, str]
+) -> None:
     await _seed(client, writer)
     r = await client.get("/v1/events/export", params={"format": "fhir", "outcome": "denied"}, headers=reader)
-    assert r.status_code == 200 and r.headers["content-type"].startswith("application/fhir+json")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("application/fhir+json")
     bundle = r.json()
-    assert bundle["resourceType"] == "Bundle" and bundle["type"] == "collection"
+    assert bundle["resourceType"] == "Bundle"
+    assert bundle["type"] == "collection"
     [entry] = bundle["entry"]
     event = entry["resource"]
     assert entry["fullUrl"] == f"urn:uuid:{event['id']}"
     uuid.UUID(event["id"])
     assert event["resourceType"] == "AuditEvent"
     assert event["type"]["code"] == "patient.detokenise"
-    assert event["action"] == "R" and event["outcome"] == "4"
+    assert event["action"] == "R"
+    assert event["outcome"] == "4"
     assert event["purposeOfEvent"] == [{"text": "re-identify for query 7"}]
     requestor = event["agent"][0]
-    assert requestor["requestor"] is True and requestor["who"]["identifier"]["value"] == "user-0"
+    assert requestor["requestor"] is True
+    assert requestor["who"]["identifier"]["value"] == "user-0"
     assert {"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "RX1"} in [
-        a["who"]["identifier"] for a in event["agent"]]
+        a["who"]["identifier"] for a in event["agent"]
+    ]
     assert event["entity"][0]["what"]["identifier"]["value"] == "inv-3"
     assert event["entity"][0]["detail"] == [{"type": "count", "valueString": "3"}]
     chain = {x["url"]: x for x in event["extension"][0]["extension"]}
-    assert chain["seq"]["valueInteger"] == 3 and len(chain["hash"]["valueString"]) == 64
-    empty = (await client.get("/v1/events/export", params={"format": "fhir", "actor": "nobody"},
-                              headers=reader)).json()
+    assert chain["seq"]["valueInteger"] == 3
+    assert len(chain["hash"]["valueString"]) == 64
+    empty = (
+        await client.get("/v1/events/export", params={"format": "fhir", "actor": "nobody"}, headers=reader)
+    ).json()
     assert empty["entry"] == []
 
 
 async def test_unknown_export_format_is_422(client: Any, reader: dict[str, str]) -> None:
     r = await client.get("/v1/events/export", params={"format": "xml"}, headers=reader)
-    assert r.status_code == 422 and r.json()["detail"].startswith("format")
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("format")

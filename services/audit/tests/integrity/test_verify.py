@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 import sqlalchemy as sa
+from audit_test_support import event_json, execute
 
 from cef_audit.log.records import Recorder, index_columns, seal
 from cef_audit.log.sequencer import AuditLog
@@ -17,15 +18,19 @@ from cef_common.auth import sign_jws
 from cef_common.db import make_engine
 from cef_common.keys import SigningKey
 
-from audit_test_support import event_json, execute
-
 PRODUCER = Recorder(sub="cef-api", issuer="cef-dev", client="cef-api")
 
 
 def drop_triggers(url: str) -> None:
     if url.startswith("sqlite"):
-        for name in ("audit_events_no_update", "audit_events_no_delete", "audit_checkpoints_no_update",
-                     "audit_checkpoints_no_delete", "audit_head_forward_only", "audit_head_no_delete"):
+        for name in (
+            "audit_events_no_update",
+            "audit_events_no_delete",
+            "audit_checkpoints_no_update",
+            "audit_checkpoints_no_delete",
+            "audit_head_forward_only",
+            "audit_head_no_delete",
+        ):
             execute(url, f"DROP TRIGGER {name}")
     else:
         for table in ("audit_events", "audit_checkpoints", "audit_head"):
@@ -47,12 +52,30 @@ def rewrite_chain(url: str, change: Callable[[dict[str, Any]], None], *, from_se
             change(record)
             record["prev_hash"] = prev
             new_canonical, prev = seal(record)
-            cols = dict(zip(("event_id", "recorded_at", "action", "type", "outcome", "actor_sub", "actor_org",
-                             "actor_client", "source", "entity_type", "entity_id"), index_columns(record),
-                            strict=True))
+            cols = dict(
+                zip(
+                    (
+                        "event_id",
+                        "recorded_at",
+                        "action",
+                        "type",
+                        "outcome",
+                        "actor_sub",
+                        "actor_org",
+                        "actor_client",
+                        "source",
+                        "entity_type",
+                        "entity_id",
+                    ),
+                    index_columns(record),
+                    strict=True,
+                )
+            )
             conn.execute(
-                sa.text("UPDATE audit_events SET canonical=:c, prev_hash=:p, hash=:h, outcome=:outcome, "
-                        "actor_sub=:actor_sub WHERE seq=:seq"),
+                sa.text(
+                    "UPDATE audit_events SET canonical=:c, prev_hash=:p, hash=:h, outcome=:outcome, "
+                    "actor_sub=:actor_sub WHERE seq=:seq"
+                ),
                 {"c": new_canonical, "p": record["prev_hash"], "h": prev, "seq": seq, **cols},
             )
         conn.execute(sa.text("UPDATE audit_head SET head_hash=:h"), {"h": prev})
@@ -75,13 +98,17 @@ async def _verify(client: Any, reader: dict[str, str], kept: list[str] | None = 
 
 async def test_an_intact_log_verifies(client: Any, writer: dict[str, str], reader: dict[str, str]) -> None:
     empty = await _verify(client, reader)
-    assert empty["valid"] is True and empty["length"] == 0 and empty["first_bad_seq"] is None
+    assert empty["valid"] is True
+    assert empty["length"] == 0
+    assert empty["first_bad_seq"] is None
     await _fill(client, writer)
     body = await _verify(client, reader)
     assert body["valid"] is True, body
     # The first verify's own audit event is in the log too (13 = 12 + 1).
-    assert body["length"] == 13 and body["events_checked"] == 13
-    assert body["first_bad_seq"] is None and body["problems"] == []
+    assert body["length"] == 13
+    assert body["events_checked"] == 13
+    assert body["first_bad_seq"] is None
+    assert body["problems"] == []
     assert body["checkpoints_checked"] == 1  # one at most every 5 events: the batch took it to 13
     assert body["latest_checkpoint"]["length"] == 13
     assert len(body["head"]) == 64
@@ -89,12 +116,20 @@ async def test_an_intact_log_verifies(client: Any, writer: dict[str, str], reade
 
 @pytest.mark.parametrize(
     ("column", "value"),
-    [("outcome", "'denied'"), ("actor_sub", "'someone-else'"), ("actor_org", "NULL"), ("entity_id", "'inv-x'"),
-     ("recorded_at", "'2020-01-01T00:00:00.000000Z'"), ("type", "'invoice.delete'"), ("prev_hash", "'00'"),
-     ("hash", "'ab'")],
+    [
+        ("outcome", "'denied'"),
+        ("actor_sub", "'someone-else'"),
+        ("actor_org", "NULL"),
+        ("entity_id", "'inv-x'"),
+        ("recorded_at", "'2020-01-01T00:00:00.000000Z'"),
+        ("type", "'invoice.delete'"),
+        ("prev_hash", "'00'"),
+        ("hash", "'ab'"),
+    ],
 )
-async def test_an_edited_column_fails_at_that_seq(client: Any, audit_db: str, writer: dict[str, str],
-                                                  reader: dict[str, str], column: str, value: str) -> None:
+async def test_an_edited_column_fails_at_that_seq(
+    client: Any, audit_db: str, writer: dict[str, str], reader: dict[str, str], column: str, value: str
+) -> None:
     await _fill(client, writer)
     drop_triggers(audit_db)
     execute(audit_db, f"UPDATE audit_events SET {column} = {value} WHERE seq = 7")
@@ -105,53 +140,66 @@ async def test_an_edited_column_fails_at_that_seq(client: Any, audit_db: str, wr
         assert f"stored {column}" in body["reason"]
 
 
-async def test_canonical_bytes_that_are_not_json_fail_at_that_seq(client: Any, audit_db: str,
-                                                                  writer: dict[str, str],
-                                                                  reader: dict[str, str]) -> None:
+async def test_canonical_bytes_that_are_not_json_fail_at_that_seq(
+    client: Any, audit_db: str, writer: dict[str, str], reader: dict[str, str]
+) -> None:
     await _fill(client, writer)
     drop_triggers(audit_db)
     garbage = b"{not json"
-    execute(audit_db, "UPDATE audit_events SET canonical = :c, hash = :h WHERE seq = 4",
-            {"c": garbage, "h": hashlib.sha256(garbage).hexdigest()})
+    execute(
+        audit_db,
+        "UPDATE audit_events SET canonical = :c, hash = :h WHERE seq = 4",
+        {"c": garbage, "h": hashlib.sha256(garbage).hexdigest()},
+    )
     body = await _verify(client, reader)
     assert (body["valid"], body["first_bad_seq"]) == (False, 4), body
 
 
-async def test_edited_canonical_bytes_fail_at_that_seq(client: Any, audit_db: str, writer: dict[str, str],
-                                                       reader: dict[str, str]) -> None:
+async def test_edited_canonical_bytes_fail_at_that_seq(
+    client: Any, audit_db: str, writer: dict[str, str], reader: dict[str, str]
+) -> None:
     await _fill(client, writer)
     drop_triggers(audit_db)
     engine = make_engine(audit_db)
     with engine.begin() as conn:
-        canonical = bytes(conn.execute(sa.text("SELECT canonical FROM audit_events WHERE seq = 4")).scalar_one())
-        conn.execute(sa.text("UPDATE audit_events SET canonical = :c WHERE seq = 4"),
-                     {"c": canonical.replace(b'"purpose":"validation"', b'"purpose":"curiosity!"')})
+        canonical = bytes(
+            conn.execute(sa.text("SELECT canonical FROM audit_events WHERE seq = 4")).scalar_one()
+        )
+        conn.execute(
+            sa.text("UPDATE audit_events SET canonical = :c WHERE seq = 4"),
+            {"c": canonical.replace(b'"purpose":"validation"', b'"purpose":"curiosity!"')},
+        )
     engine.dispose()
     body = await _verify(client, reader)
     assert (body["valid"], body["first_bad_seq"]) == (False, 4)
 
 
-async def test_a_resealed_event_fails_at_that_seq(client: Any, audit_db: str, writer: dict[str, str],
-                                                  reader: dict[str, str]) -> None:
+async def test_a_resealed_event_fails_at_that_seq(
+    client: Any, audit_db: str, writer: dict[str, str], reader: dict[str, str]
+) -> None:
     # Event 5 rewritten and its own hash recomputed: event 6 still names the original.
     await _fill(client, writer)
     drop_triggers(audit_db)
     engine = make_engine(audit_db)
     with engine.begin() as conn:
-        record = orjson.loads(bytes(conn.execute(sa.text("SELECT canonical FROM audit_events WHERE seq = 5"))
-                                    .scalar_one()))
+        record = orjson.loads(
+            bytes(conn.execute(sa.text("SELECT canonical FROM audit_events WHERE seq = 5")).scalar_one())
+        )
         record["purpose"] = "nothing to see"
         canonical, digest = seal(record)
-        conn.execute(sa.text("UPDATE audit_events SET canonical = :c, hash = :h WHERE seq = 5"),
-                     {"c": canonical, "h": digest})
+        conn.execute(
+            sa.text("UPDATE audit_events SET canonical = :c, hash = :h WHERE seq = 5"),
+            {"c": canonical, "h": digest},
+        )
     engine.dispose()
     body = await _verify(client, reader)
     assert (body["valid"], body["first_bad_seq"]) == (False, 5)
 
 
 @pytest.mark.parametrize("seq", [1, 6, 12])
-async def test_a_deleted_event_fails_at_that_seq(client: Any, audit_db: str, writer: dict[str, str],
-                                                 reader: dict[str, str], seq: int) -> None:
+async def test_a_deleted_event_fails_at_that_seq(
+    client: Any, audit_db: str, writer: dict[str, str], reader: dict[str, str], seq: int
+) -> None:
     await _fill(client, writer)
     drop_triggers(audit_db)
     execute(audit_db, f"DELETE FROM audit_events WHERE seq = {seq}")
@@ -174,9 +222,9 @@ async def test_a_truncated_tail_with_a_rewound_head_is_caught_by_a_checkpoint(
     assert (body["valid"], body["first_bad_seq"]) == (False, 10), body
 
 
-async def test_a_rewritten_chain_is_caught_by_the_stored_checkpoint(client: Any, audit_db: str,
-                                                                    writer: dict[str, str],
-                                                                    reader: dict[str, str]) -> None:
+async def test_a_rewritten_chain_is_caught_by_the_stored_checkpoint(
+    client: Any, audit_db: str, writer: dict[str, str], reader: dict[str, str]
+) -> None:
     await _fill(client, writer, 5)  # checkpoint at 5
     await _fill(client, writer, 5)  # checkpoint at 10
     drop_triggers(audit_db)
@@ -201,7 +249,8 @@ async def test_a_rewrite_that_also_deletes_checkpoints_is_caught_by_a_kept_one(
     kept = (await client.get("/v1/checkpoints", headers=reader)).json()
     assert kept["length"] == 10
     before = await _verify(client, reader, [kept["jws"]])
-    assert before["valid"] is True and before["kept_checkpoints_checked"] == 1
+    assert before["valid"] is True
+    assert before["kept_checkpoints_checked"] == 1
     drop_triggers(audit_db)
     execute(audit_db, "DELETE FROM audit_checkpoints")
     rewrite_chain(audit_db, lambda r: r.update(purpose="rewritten") if r["seq"] == 3 else None)
@@ -210,15 +259,19 @@ async def test_a_rewrite_that_also_deletes_checkpoints_is_caught_by_a_kept_one(
     assert alone["valid"] is True
     # …with it, it is not.
     body = await _verify(client, reader, [kept["jws"]])
-    assert body["valid"] is False and body["first_bad_seq"] == 1
+    assert body["valid"] is False
+    assert body["first_bad_seq"] == 1
     assert "kept checkpoint at length 10" in body["reason"]
 
 
-async def test_forged_checkpoints_are_reported(client: Any, audit_db: str, writer: dict[str, str],
-                                               reader: dict[str, str]) -> None:
+async def test_forged_checkpoints_are_reported(
+    client: Any, audit_db: str, writer: dict[str, str], reader: dict[str, str]
+) -> None:
     await _fill(client, writer, 5)
     stranger = SigningKey.generate()
-    forged = sign_jws(stranger, orjson.dumps({"origin": "cef-audit", "length": 5, "head": "0" * 64, "time": "x"}))
+    forged = sign_jws(
+        stranger, orjson.dumps({"origin": "cef-audit", "length": 5, "head": "0" * 64, "time": "x"})
+    )
     body = await _verify(client, reader, [forged, "not-a-jws"])
     assert body["valid"] is False
     assert body["first_bad_seq"] is None
@@ -234,11 +287,13 @@ async def test_forged_checkpoints_are_reported(client: Any, audit_db: str, write
 
 async def test_checkpoint_endpoints(client: Any, writer: dict[str, str], reader: dict[str, str]) -> None:
     r = await client.get("/v1/checkpoints", headers=reader)
-    assert r.status_code == 404 and r.json()["code"] == "no-checkpoint"
+    assert r.status_code == 404
+    assert r.json()["code"] == "no-checkpoint"
     await _fill(client, writer, 5)
     latest = (await client.get("/v1/checkpoints", headers=reader)).json()
     # 6: the refused request above is on record too.
-    assert latest["length"] == 6 and latest["origin"] == "cef-audit"
+    assert latest["length"] == 6
+    assert latest["origin"] == "cef-audit"
     by_query = (await client.get("/v1/checkpoints", params={"length": 6}, headers=reader)).json()
     by_path = (await client.get("/v1/checkpoints/6", headers=reader)).json()
     assert latest == by_query == by_path
@@ -255,7 +310,9 @@ async def test_checkpoint_endpoints(client: Any, writer: dict[str, str], reader:
     assert hashlib.sha256(b"").hexdigest() != head
 
 
-async def test_the_timer_signs_checkpoints(sqlite_db: str, make_settings: Any, writer: dict[str, str]) -> None:
+async def test_the_timer_signs_checkpoints(
+    sqlite_db: str, make_settings: Any, writer: dict[str, str]
+) -> None:
     import asyncio
 
     from cef_audit.main import create_app

@@ -4,8 +4,8 @@ interrupted validations and runs the background validation worker."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import structlog
@@ -52,7 +52,7 @@ class RetentionTimer:
         self._thread.join(5)
 
 
-def _lifespan(settings: Settings):  # type: ignore[no-untyped-def]
+def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractContextManager[None]]:
     @contextmanager
     def lifespan(app: FastAPI) -> Iterator[None]:
         engine: Engine = app.state.engine

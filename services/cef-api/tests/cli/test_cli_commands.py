@@ -11,9 +11,9 @@ import sqlalchemy as sa
 from api_support import REPO, api_settings
 from typer.testing import CliRunner
 
+from cef_api.main import create_app
 from cef_cli.main import app
 from cef_common.testing import ServerThread
-from cef_api.main import create_app
 
 DEMO = REPO / "demo"
 

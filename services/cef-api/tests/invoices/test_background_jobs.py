@@ -56,10 +56,11 @@ async def test_restart_fails_interrupted_validations_cleanly(
         for seq, status in ((1, "validating"), (2, "received")):
             conn.execute(
                 sa.text(
-                    "INSERT INTO invoice (seq, id, invoice_number, provider_code, commissioner_code, invoice_date,"
-                    " period_start, period_end, status, submitted_at, submitted_by, request_hash, backing_bytes,"
-                    " background, lines_done, lines, valid, query, rejected, claimed_pennies, validated_pennies,"
-                    " reference_versions) VALUES (:seq, :id, :n, 'RTR', '00K', '2019-05-05', '2019-04-01',"
+                    "INSERT INTO invoice (seq, id, invoice_number, provider_code, commissioner_code,"
+                    " invoice_date, period_start, period_end, status, submitted_at, submitted_by,"
+                    " request_hash, backing_bytes, background, lines_done, lines, valid, query, rejected,"
+                    " claimed_pennies, validated_pennies, reference_versions)"
+                    " VALUES (:seq, :id, :n, 'RTR', '00K', '2019-05-05', '2019-04-01',"
                     " '2019-04-30', :status, :now, 'x', 'h', 10, 1, 5, 0, 0, 0, 0, 0, 0, '{}')"
                 ),
                 {"seq": seq, "id": str(uuid.uuid4()), "n": f"N-{seq}", "status": status, "now": now},

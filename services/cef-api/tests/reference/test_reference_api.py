@@ -113,3 +113,43 @@ async def test_unknown_dataset_and_content_type(api: Api) -> None:
         headers={**api.h("reference:write"), "Content-Type": "application/json"},
     )
     assert r.status_code == 422
+
+
+async def test_versions_an_open_invoice_reads_are_kept_until_it_is_done(
+    api: Api, world: generate_world.World
+) -> None:
+    from datetime import UTC, datetime
+
+    from sqlmodel import Session
+
+    from cef_api.reference.service import prune_superseded
+
+    await api.load_world(world)
+    engine = api.app.state.engine
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO invoice (id, invoice_number, provider_code, commissioner_code, invoice_date,"
+                " period_start, period_end, status, submitted_at, submitted_by, request_hash, backing_bytes,"
+                " background, lines_done, lines, valid, query, rejected, claimed_pennies, validated_pennies,"
+                " reference_versions) VALUES ('i-1', 'N-1', 'RTR', '00K', '2019-05-05', '2019-04-01',"
+                " '2019-04-30', 'validating', :now, 'x', 'h', 10, true, 0, 0, 0, 0, 0, 0, 0, :versions)"
+            ),
+            {"now": datetime.now(UTC), "versions": json.dumps({"providers": 1})},
+        )
+    body = b"provider_code,name,market_forces_factor\nRTR,South Tees,1.100\n"
+    r = await api.client.put(
+        "/v1/reference/providers", content=body, headers={**api.h("reference:write"), **CSV}
+    )
+    assert r.json()["version"] == 2
+    with engine.connect() as conn:
+        kept = sorted({v for (v,) in conn.execute(sa.text("SELECT version FROM ref_provider"))})
+    assert kept == [1, 2]
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE invoice SET status = 'validated'"))
+    with Session(engine) as session:
+        prune_superseded(session)
+        session.commit()
+    with engine.connect() as conn:
+        kept = sorted({v for (v,) in conn.execute(sa.text("SELECT version FROM ref_provider"))})
+    assert kept == [2]

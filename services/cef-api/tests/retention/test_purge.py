@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+import generate_world
 import sqlalchemy as sa
 from api_support import Api
 
-import generate_world
 from cef_api.invoices.service import purge
 
 
@@ -48,7 +48,8 @@ async def test_purge_removes_tokens_of_closed_invoices_only(api: Api, world: gen
         )
         dup_keys = conn.execute(
             sa.text(
-                "SELECT count(dup_key) FROM invoice_line l JOIN invoice i ON l.invoice_seq = i.seq WHERE i.id = :id"
+                "SELECT count(dup_key) FROM invoice_line l JOIN invoice i ON l.invoice_seq = i.seq"
+                " WHERE i.id = :id"
             ),
             {"id": first["id"]},
         ).scalar_one()

@@ -7,8 +7,10 @@ batch that is retried after a lost response is never stored twice."""
 
 from __future__ import annotations
 
+import os
 import random
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -44,10 +46,28 @@ class AuditEntity(BaseModel):
     count: int | None = None
 
 
+def time_ordered_uuid() -> uuid.UUID:
+    """A UUID version 7 (RFC 9562): 48 bits of Unix milliseconds, then 74 random bits.
+
+    Event ids are the audit log's idempotency key and so carry a unique index; ids that grow with
+    time are inserted at the end of that index instead of on a random page of it, which keeps
+    appends to a log of millions of events from rewriting pages all over the index."""
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (
+        (millis & ((1 << 48) - 1)) << 80
+        | 0x7 << 76
+        | ((rand >> 62) & 0xFFF) << 64
+        | 0b10 << 62
+        | (rand & ((1 << 62) - 1))
+    )
+    return uuid.UUID(int=value)
+
+
 class AuditEventIn(BaseModel):
     """An event as a producer submits it; the audit service adds seq, recorded_at and hashes."""
 
-    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    event_id: uuid.UUID = Field(default_factory=time_ordered_uuid)
     occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     action: AuditAction
     type: str = Field(min_length=1, max_length=100, description="e.g. invoice.submit, patient.detokenise")

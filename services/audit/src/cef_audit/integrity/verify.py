@@ -74,11 +74,13 @@ def _chain_rows(engine: Engine, upto: int) -> Generator[Sequence[Any], None, Non
                 yield from rows
             cursor.close()
             return
-        result = conn.execution_options(stream_results=True, yield_per=_FETCH).execute(
-            sa.text(sql), {"upto": upto}
-        )
-        for partition in result.partitions(_FETCH):
-            yield from partition
+        # PostgreSQL: a server-side cursor in binary format (bytea as text would be hex-decoded).
+        driver = conn.connection.driver_connection
+        with driver.cursor(name="audit_verify_chain", binary=True) as named:  # type: ignore[union-attr]
+            named.itersize = _FETCH
+            named.execute(sql.replace(":upto", "%s"), (upto,))
+            while rows := named.fetchmany(_FETCH):
+                yield from rows
 
 
 # Every queryable column against the canonical record it was derived from, in the database's own
@@ -104,9 +106,11 @@ _SQLITE_COLUMN_CHECK = (
     "WHERE json_extract(c, '$.seq') IS NOT seq OR "
     + " OR ".join(f"json_extract(c, '{path}') IS NOT {col}" for col, (path, _) in _JSON_PATHS.items())
 )
+# OFFSET 0 keeps PostgreSQL from inlining the subquery, which would parse each record once per
+# column compared instead of once.
 _POSTGRES_COLUMN_CHECK = (
     f"SELECT min(seq) FROM (SELECT {_CHECKED}, convert_from(canonical, 'UTF8')::jsonb AS c FROM audit_events "
-    "WHERE seq <= :upto) AS checked WHERE (c ->> 'seq')::bigint IS DISTINCT FROM seq OR "
+    "WHERE seq <= :upto OFFSET 0) AS checked WHERE (c ->> 'seq')::bigint IS DISTINCT FROM seq OR "
     + " OR ".join(f"(c #>> '{path}') IS DISTINCT FROM {col}" for col, (_, path) in _JSON_PATHS.items())
 )
 

@@ -27,7 +27,9 @@ from cef_api.config import Settings
 from cef_api.invoices import repository
 from cef_api.invoices.models import Invoice, InvoiceStatus
 from cef_api.invoices.schemas import pennies
+from cef_api.locks import transaction_lock
 from cef_api.reference import repository as reference_repository
+from cef_api.reference.parsers import DATASETS
 from cef_api.reference.service import ReferenceSnapshot, prune_superseded
 from cef_api.spool import EncryptedSpool
 from cef_api.tokeniser_client import TokeniserClient
@@ -70,12 +72,23 @@ class JobDuplicateIndex:
     def __init__(self, *, per_batch: bool, earlier: set[str] | None = None) -> None:
         self.per_batch = per_batch
         self._keys: set[str] = earlier or set()
+        # The engine asks about a key, then adds it, then the line is stored with its digest:
+        # one digest serves all three.
+        self._last: tuple[DuplicateKey | None, str] = (None, "")
+
+    def digest(self, key: DuplicateKey) -> str:
+        last_key, last_digest = self._last
+        if key is last_key:
+            return last_digest
+        digest = dup_digest(key)
+        self._last = (key, digest)
+        return digest
 
     def __contains__(self, key: DuplicateKey) -> bool:
-        return dup_digest(key) in self._keys
+        return self.digest(key) in self._keys
 
     def add(self, key: DuplicateKey) -> None:
-        self._keys.add(dup_digest(key))
+        self._keys.add(self.digest(key))
 
     def extend(self, digests: set[str]) -> None:
         self._keys.update(digests)
@@ -125,7 +138,7 @@ def _candidate_key(line: PreparedLine, header: InvoiceHeader, nhs_token: str | N
     )
 
 
-def _row(seq: int, outcome: LineOutcome) -> tuple[Any, ...]:
+def _row(seq: int, outcome: LineOutcome, duplicates: JobDuplicateIndex) -> tuple[Any, ...]:
     """A line as `repository.LINE_COLUMNS` orders it."""
     return (
         seq,
@@ -141,7 +154,7 @@ def _row(seq: int, outcome: LineOutcome) -> tuple[Any, ...]:
         outcome.hrg_code,
         outcome.point_of_delivery,
         outcome.service_code,
-        dup_digest(outcome.duplicate_key) if outcome.duplicate_key is not None else None,
+        duplicates.digest(outcome.duplicate_key) if outcome.duplicate_key is not None else None,
     )
 
 
@@ -233,7 +246,7 @@ def _validate_batch(
             duplicates=duplicates,
         )
         summary.add(outcome)
-        rows.append(_row(seq, outcome))
+        rows.append(_row(seq, outcome, duplicates))
     t3 = time.perf_counter()
     repository.insert_lines(session, rows)
     log.info(
@@ -245,6 +258,22 @@ def _validate_batch(
         validate_s=round(t3 - t2, 3),
         insert_s=round(time.perf_counter() - t3, 3),
     )
+
+
+def _pin_reference(session: Session, seq: int, settings: Settings) -> ReferenceSnapshot:
+    """Records the versions in force on the invoice (which keeps a concurrent load from pruning
+    them) and reads them; read again if a load replaced one in between."""
+    for _ in range(5):
+        # PostgreSQL: a load holds its dataset's lock until it commits, so pin under all of them.
+        for dataset in DATASETS:
+            transaction_lock(session, f"reference:{dataset}")
+        versions = reference_repository.current_versions(session)
+        pinned = {d: v.version for d, v in versions.items()}
+        repository.update_invoice(session, seq, reference_versions=json.dumps(pinned), lines_done=0)
+        session.commit()
+        if reference_repository.versions_exist(session, pinned):
+            return ReferenceSnapshot.load(session, versions, memory_rows=settings.reference_memory_rows)
+    raise RuntimeError("reference data kept changing while validation started")
 
 
 def validate_invoice(
@@ -280,14 +309,9 @@ def _run(
         invoice = repository.by_seq(session, seq)
         assert invoice is not None
         assert invoice.status == InvoiceStatus.VALIDATING
-        versions = reference_repository.current_versions(session)
-        snapshot = ReferenceSnapshot.load(session, versions, memory_rows=settings.reference_memory_rows)
         # A restarted job starts from nothing, so no line of it counts twice as a duplicate.
         repository.delete_lines(session, seq)
-        repository.update_invoice(
-            session, seq, reference_versions=json.dumps(snapshot.versions), lines_done=0
-        )
-        session.commit()
+        snapshot = _pin_reference(session, seq, settings)
         header = header_of(invoice)
         summary = SummaryAccumulator()
         done = 0
@@ -401,8 +425,6 @@ def recover_interrupted(engine: Engine) -> int:
 
 
 def claim(engine: Engine, invoice: Invoice) -> bool:
-    from cef_api.locks import transaction_lock
-
     assert invoice.seq is not None
     with Session(engine) as session:
         transaction_lock(session, f"chain:{invoice.provider_code}:{invoice.commissioner_code}")

@@ -57,6 +57,14 @@ def any_loaded(session: Session) -> bool:
     return count > 0
 
 
+def versions_exist(session: Session, versions: dict[str, int]) -> bool:
+    for dataset, version in versions.items():
+        stmt = sa.select(sa.literal(1)).where(V.dataset == dataset, V.version == version).limit(1)
+        if session.execute(stmt).first() is None:
+            return False
+    return True
+
+
 def next_version(session: Session, dataset: str) -> int:
     stmt = sa.select(sa.func.max(V.version)).where(V.dataset == dataset)
     return int(session.execute(stmt).scalar_one() or 0) + 1

@@ -12,7 +12,6 @@ from datetime import date
 from typing import Literal
 
 from nhs_number.standardise import standardise_format
-from nhs_number.validate import is_valid as nhs_number_is_valid
 
 Kind = Literal["nhs_number", "date_of_birth", "postcode"]
 KINDS: tuple[Kind, ...] = ("nhs_number", "date_of_birth", "postcode")
@@ -25,9 +24,6 @@ INVALID_CODE: dict[str, str] = {
     "postcode": "postcode_invalid",
 }
 
-# Numbers below this are Scottish CHI numbers (or unallocated), whose validity also depends on the
-# date in their first six digits: those always go through the nhs-number package in full.
-_FIRST_NON_CHI = 3_113_000_000
 _WEIGHTS = (10, 9, 8, 7, 6, 5, 4, 3, 2)
 _ZERO_WEIGHTED = 48 * sum(_WEIGHTS)
 
@@ -47,9 +43,11 @@ class Standardised:
 
 
 def _nhs_digits_valid(digits: str) -> bool:
-    """Modulus 11 over ten ASCII digits, equal to nhs_number.is_valid (tests check it value for value)."""
-    if int(digits) < _FIRST_NON_CHI:
-        return bool(nhs_number_is_valid(digits))
+    """Modulus 11 over ten ASCII digits, exactly as the validation contract defines a valid NHS number.
+
+    Equal to the nhs-number package's `calculate_checksum` (tests check it value for value), and
+    deliberately not its `is_valid`, which also refuses Scottish CHI numbers whose first six digits
+    are not a date: the CEF accepts every Modulus 11 number, so the tokeniser must tokenise them all."""
     b = digits.encode()
     total = (
         b[0] * 10 + b[1] * 9 + b[2] * 8 + b[3] * 7 + b[4] * 6 + b[5] * 5 + b[6] * 4 + b[7] * 3 + b[8] * 2
