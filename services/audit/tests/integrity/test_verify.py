@@ -329,3 +329,19 @@ async def test_the_timer_signs_checkpoints(
             await asyncio.sleep(0.05)
         else:
             pytest.fail("no checkpoint signed by the timer")
+
+
+@pytest.mark.parametrize("seq", [2, 7, 11])
+async def test_column_checks_split_in_ranges_find_the_first(
+    client: Any, audit_db: str, writer: dict[str, str], reader: dict[str, str], monkeypatch: Any, seq: int
+) -> None:
+    from cef_audit.integrity import verify
+
+    monkeypatch.setattr(verify, "_POSTGRES_PARTS", 3)
+    monkeypatch.setattr(verify, "_SPLIT_FROM", 1)
+    await _fill(client, writer)
+    drop_triggers(audit_db)
+    execute(audit_db, f"UPDATE audit_events SET entity_id = 'moved' WHERE seq IN ({seq}, 12)")
+    body = await _verify(client, reader)
+    assert (body["valid"], body["first_bad_seq"]) == (False, seq), body
+    assert "stored entity_id" in body["reason"]
