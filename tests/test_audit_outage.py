@@ -97,6 +97,9 @@ async def test_no_event_is_lost_or_duplicated_across_an_audit_outage(
         environment="test",
         http_connect_timeout=0.5,
         http_read_timeout=5,
+        # Quick retries, so the test does not wait out production backoff.
+        audit_relay_poll_seconds=0.05,
+        audit_relay_max_backoff_seconds=0.3,
     )
     producer = producer_app(producer_settings, audit_url)  # creates the producer's own signing key
     audit_settings = AuditSettings(
@@ -118,8 +121,6 @@ async def test_no_event_is_lost_or_duplicated_across_an_audit_outage(
 
     async with app_client(producer) as client:
         relay: OutboxRelay = producer.state.outbox_relay
-        # Quick retries, so the test does not wait out production backoff.
-        relay.poll_interval, relay.max_backoff = 0.05, 0.3
 
         async def do_work(numbers: range) -> None:
             for n in numbers:

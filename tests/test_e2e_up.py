@@ -76,7 +76,8 @@ def up(tmp_path: Path) -> Iterator[Up]:
     system = Up(proc, data_dir, ports, env, log)
     deadline = time.monotonic() + 90
     try:
-        while not all(_ready(system.url(s)) for s in ports):
+        # Ready means what a user sees: every service answers /readyz and `cef up` has said so.
+        while not (all(_ready(system.url(s)) for s in ports) and "CEF is up" in log.read_text()):
             assert proc.poll() is None, f"cef up exited early: {log.read_text()[-2000:]}"
             assert time.monotonic() < deadline, f"not ready in 90 s: {log.read_text()[-2000:]}"
             time.sleep(0.3)

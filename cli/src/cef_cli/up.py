@@ -204,9 +204,7 @@ def up(data_dir: DataDirOption = Path("var")) -> None:
             assert run.process is not None
             if run.process.poll() is not None:
                 _stop_all(runs)
-                fail(
-                    f"{run.name} exited with status {run.process.returncode} while starting (log above)"
-                )
+                fail(f"{run.name} exited with status {run.process.returncode} while starting (log above)")
             if run.name in pending and _ready(run.url):
                 pending.discard(run.name)
         if time.monotonic() - started > READY_TIMEOUT:

@@ -568,16 +568,25 @@ def worlds(draw: Any) -> World:
     registration_rows = []
     for number in people:  # registered whether or not in the trace
         # Starts and ends on and around the invoice periods' edges, so activity lands on the boundaries.
-        starts = draw(st.lists(st.sampled_from(BOUNDARY_OFFSETS), max_size=3, unique=True))
-        for start in starts:
-            practice = draw(st.sampled_from((*[p[0] for p in PRACTICES], *UNKNOWN_PRACTICES)))
-            end = draw(st.one_of(st.none(), st.sampled_from((0, 1, 13, 14, 29, 30, 45))))
+        spans: list[tuple[str, int, int | None]] = []
+        if draw(st.booleans()):
+            # A patient who moved: consecutive registrations, the old one ending the day before the new.
+            moves = sorted(draw(st.lists(st.sampled_from(BOUNDARY_OFFSETS), min_size=1, max_size=3, unique=True)))
+            edges = [-400, *moves]
+            for i, begin in enumerate(edges):
+                practice = draw(st.sampled_from((*[p[0] for p in PRACTICES], *UNKNOWN_PRACTICES)))
+                spans.append((practice, begin, edges[i + 1] - 1 - begin if i + 1 < len(edges) else None))
+        else:
+            for begin in draw(st.lists(st.sampled_from(BOUNDARY_OFFSETS), max_size=3, unique=True)):
+                practice = draw(st.sampled_from((*[p[0] for p in PRACTICES], *UNKNOWN_PRACTICES)))
+                spans.append((practice, begin, draw(st.one_of(st.none(), st.sampled_from((0, 1, 13, 14, 29, 30, 45))))))
+        for practice, begin, length in spans:
             registration_rows.append(
                 {
                     "nhs_number": written_nhs(draw, number, always_valid=True),
                     "gp_practice_code": padded(draw, case(draw, practice)),
-                    "registered_from": day(start).isoformat(),
-                    "registered_to": "" if end is None else day(start + end).isoformat(),
+                    "registered_from": day(begin).isoformat(),
+                    "registered_to": "" if length is None else day(begin + length).isoformat(),
                 }
             )
     # The parser refuses the same (patient, practice, from) twice; starts are unique per patient.

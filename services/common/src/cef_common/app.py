@@ -187,6 +187,9 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
                     read_timeout=settings.http_read_timeout,
                     retries=0,
                 ),
+                batch_size=settings.audit_relay_batch_size,
+                poll_interval=settings.audit_relay_poll_seconds,
+                max_backoff=settings.audit_relay_max_backoff_seconds,
             )
             relay.start()
         app.state.outbox_relay = relay

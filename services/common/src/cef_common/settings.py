@@ -82,6 +82,16 @@ class BaseServiceSettings(BaseSettings):
         default=300, description="Lifetime of this service's own tokens (at most 300)."
     )
 
+    audit_relay_batch_size: int = Field(
+        default=1000, ge=1, le=10_000, description="Audit events the outbox relay sends per request."
+    )
+    audit_relay_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often the outbox relay looks for undelivered audit events."
+    )
+    audit_relay_max_backoff_seconds: float = Field(
+        default=30.0, gt=0, description="The longest wait between delivery attempts while audit is down."
+    )
+
     max_body_bytes: int = Field(
         default=10 * 1024 * 1024, description="Largest request body accepted (413 above)."
     )
