@@ -120,7 +120,9 @@ def _environment(
 
         master = data_dir / "keys" / "tokeniser-master.key"
         if ensure_dev_master_key(master):
-            console.print(f"[yellow]created a development master key for the tokeniser at {master}[/]")
+            console.print(
+                f"[yellow]created a development master key for the tokeniser at {master}[/]", soft_wrap=True
+            )
         env.setdefault(f"{p}MASTER_KEY_FILE", str(master))
     return env
 
@@ -232,17 +234,31 @@ def up(data_dir: DataDirOption = Path("var")) -> None:
     raise SystemExit(exit_code)
 
 
+def _shown(path: Path) -> str:
+    """A path as a user would type it from here: relative when under the working directory."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _say(text: str) -> None:
+    # Commands must survive copy and paste: never wrapped, whatever the terminal's width.
+    out.print(text, soft_wrap=True, highlight=False)
+
+
 def _banner(runs: list[ServiceRun], data_dir: Path, seconds: float, demo: Path | None) -> None:
-    out.print(f"\n[bold green]CEF is up[/] in {seconds:.1f} s (data directory {data_dir})")
+    _say(f"\n[bold green]CEF is up[/] in {seconds:.1f} s (data directory {data_dir})")
     for run in runs:
-        out.print(f"  {run.name:<10} {run.url}   docs {run.url}/docs")
-    out.print("\nA token (development issuer; e.g. a provider submitting invoices):")
-    out.print(f"  uv run cef token --scope invoices:submit --org RTR --data-dir {data_dir}")
+        _say(f"  {run.name:<10} {run.url}   docs {run.url}/docs")
+    _say("\nA token (development issuer; e.g. a provider submitting invoices):")
+    _say(f"  uv run cef token --scope invoices:submit --org RTR --data-dir {_shown(data_dir)}")
     if demo is not None:
         invoices = sorted((demo / "invoices").glob("*.json"))
         if invoices:
             inv = invoices[0]
-            out.print("\nThe demo world is loaded. Submit a demo invoice and see its outcome:")
-            out.print(f"  uv run cef submit {inv} {inv.with_suffix('.csv')} --data-dir {data_dir}")
-    out.print("\nCtrl-C stops all three.\n", highlight=False)
+            _say("\nThe demo world is loaded. Submit a demo invoice and see its outcome:")
+            files = f"{_shown(inv)} {_shown(inv.with_suffix('.csv'))}"
+            _say(f"  uv run cef submit {files} --data-dir {_shown(data_dir)}")
+    _say("\nCtrl-C stops all three.\n")
     sys.stdout.flush()
