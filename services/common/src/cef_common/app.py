@@ -176,32 +176,33 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
         engine = db.make_engine(settings.effective_database_url)
         app.state.engine = engine
         relay: OutboxRelay | None = None
-        if spec.audit_url:
-            tokens: ServiceTokens = app.state.service_tokens
-            relay = OutboxRelay(
-                engine,
-                lambda: make_client(
-                    spec.audit_url or "",
-                    token=lambda: tokens.token_for("audit", ["audit:write"]),
-                    connect_timeout=settings.http_connect_timeout,
-                    read_timeout=settings.http_read_timeout,
-                    retries=0,
-                ),
-                batch_size=settings.audit_relay_batch_size,
-                poll_interval=settings.audit_relay_poll_seconds,
-                max_backoff=settings.audit_relay_max_backoff_seconds,
-            )
-            relay.start()
-        app.state.outbox_relay = relay
-        extra = spec.lifespan(app) if spec.lifespan else nullcontext()
-        with extra:
-            log.info("service_started", port=settings.port, environment=settings.environment)
-            try:
+        # Whatever fails while starting or stopping, the relay thread and the engine are released:
+        # the service's own hooks exit first, so events they record on the way out are relayed too.
+        try:
+            if spec.audit_url:
+                tokens: ServiceTokens = app.state.service_tokens
+                relay = OutboxRelay(
+                    engine,
+                    lambda: make_client(
+                        spec.audit_url or "",
+                        token=lambda: tokens.token_for("audit", ["audit:write"]),
+                        connect_timeout=settings.http_connect_timeout,
+                        read_timeout=settings.http_read_timeout,
+                        retries=0,
+                    ),
+                    batch_size=settings.audit_relay_batch_size,
+                    poll_interval=settings.audit_relay_poll_seconds,
+                    max_backoff=settings.audit_relay_max_backoff_seconds,
+                )
+                relay.start()
+            app.state.outbox_relay = relay
+            with spec.lifespan(app) if spec.lifespan else nullcontext():
+                log.info("service_started", port=settings.port, environment=settings.environment)
                 yield
-            finally:
-                if relay is not None:
-                    relay.stop()
-                engine.dispose()
+        finally:
+            if relay is not None:
+                relay.stop()
+            engine.dispose()
 
     app = FastAPI(
         title=spec.title,

@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from itertools import islice
 from typing import Any
 
@@ -33,7 +34,7 @@ from cef_api.reference.parsers import DATASETS
 from cef_api.reference.service import ReferenceSnapshot, prune_superseded
 from cef_api.spool import EncryptedSpool
 from cef_api.tokeniser_client import TokeniserClient
-from cef_api.validation.csvfile import RawLine, read_backing_data
+from cef_api.validation.csvfile import RawLine, count_backing_data, read_backing_data
 from cef_api.validation.engine import PreparedLine, SummaryAccumulator, prepare_line, validate_line
 from cef_api.validation.types import DuplicateKey, InvoiceHeader, LineOutcome
 from cef_common.audit import build_event, record_event
@@ -75,12 +76,24 @@ class JobDuplicateIndex:
         # The engine asks about a key, then adds it, then the line is stored with its digest:
         # one digest serves all three.
         self._last: tuple[DuplicateKey | None, str] = (None, "")
+        # `dup_digest`'s text in parts: the invoice's codes and the dates repeat on every line.
+        self._prefixes: dict[tuple[str, str], str] = {}
+        self._dates: dict[date, str] = {}
 
     def digest(self, key: DuplicateKey) -> str:
+        """`dup_digest(key)`, its repeated parts built once."""
         last_key, last_digest = self._last
         if key is last_key:
             return last_digest
-        digest = dup_digest(key)
+        codes = (key.provider_code, key.commissioner_code)
+        prefix = self._prefixes.get(codes)
+        if prefix is None:
+            prefix = self._prefixes[codes] = f"{codes[0].upper()}|{codes[1].upper()}|"
+        day = self._dates.get(key.activity_date)
+        if day is None:
+            day = self._dates[key.activity_date] = key.activity_date.isoformat()
+        text = f"{prefix}{key.nhs_token}|{day}|{key.hrg_code.upper()}|{key.point_of_delivery.upper()}"
+        digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
         self._last = (key, digest)
         return digest
 
@@ -110,8 +123,11 @@ class JobDuplicateIndex:
 
 
 def count_lines(spool: EncryptedSpool) -> int:
-    """The structural pass: reads the whole file; BackingDataError (422) before anything is stored."""
-    return sum(1 for _ in read_backing_data(spool.chunks()))
+    """The structural pass: reads the whole file; BackingDataError (422) before anything is stored.
+
+    Every submission passes it before its invoice exists, so validation reads the same (encrypted,
+    immutable) spool again without repeating its whole-file checks."""
+    return count_backing_data(spool.chunks())
 
 
 def _batches(lines: Iterator[RawLine], size: int) -> Iterator[list[RawLine]]:
@@ -138,23 +154,38 @@ def _candidate_key(line: PreparedLine, header: InvoiceHeader, nhs_token: str | N
     )
 
 
-def _row(seq: int, outcome: LineOutcome, duplicates: JobDuplicateIndex) -> tuple[Any, ...]:
+class _Pennies(dict[Decimal, int]):
+    """`pennies` of the amounts of one job: tariff-derived amounts repeat on most lines."""
+
+    def __missing__(self, amount: Decimal) -> int:
+        if len(self) >= 100_000:
+            self.clear()
+        value = self[amount] = pennies(amount)
+        return value
+
+
+def _row(
+    seq: int, outcome: LineOutcome, duplicates: JobDuplicateIndex, in_pennies: _Pennies | None = None
+) -> tuple[Any, ...]:
     """A line as `repository.LINE_COLUMNS` orders it."""
+    to_pennies = in_pennies if in_pennies is not None else _Pennies()
+    expected, claimed, key = outcome.expected_amount, outcome.claimed_amount, outcome.duplicate_key
     return (
         seq,
         outcome.line_no,
         outcome.line_ref,
         outcome.outcome.value,
-        ";".join(sorted(r.value for r in outcome.reasons)),
+        # Reasons are StrEnums sorted by value (LineOutcome's contract): joined, they are their values.
+        ";".join(outcome.reasons),
         outcome.responsible_commissioner,
-        pennies(outcome.expected_amount) if outcome.expected_amount is not None else None,
-        pennies(outcome.claimed_amount) if outcome.claimed_amount is not None else None,
+        to_pennies[expected] if expected is not None else None,
+        to_pennies[claimed] if claimed is not None else None,
         outcome.nhs_token,
         outcome.activity_date,
         outcome.hrg_code,
         outcome.point_of_delivery,
         outcome.service_code,
-        duplicates.digest(outcome.duplicate_key) if outcome.duplicate_key is not None else None,
+        duplicates.digest(key) if key is not None else None,
     )
 
 
@@ -175,7 +206,7 @@ class _TokenisedBatch:
 
     prepared: list[PreparedLine]
     line_tokens: list[str | None]
-    dob_tokens: dict[str, str | None]
+    dob_tokens: dict[date, str | None]
     seconds: float
 
 
@@ -184,7 +215,8 @@ def _tokenised_batches(
 ) -> Iterator[_TokenisedBatch]:
     """Parse, prepare and tokenise one batch ahead in a thread, so the tokeniser's work (another
     process) overlaps this one's validation and inserts. Identifiers live only in these objects."""
-    lines = _batches(read_backing_data(spool.chunks()), size)
+    # `count_lines` refused a repeated line_ref before the invoice existed: no need to check again.
+    lines = _batches(read_backing_data(spool.chunks(), check_repeats=False), size)
 
     def stage() -> _TokenisedBatch | None:
         t0 = time.perf_counter()
@@ -194,15 +226,16 @@ def _tokenised_batches(
         prepared = [prepare_line(raw) for raw in batch]
         del batch
         nhs_values = sorted({p.nhs_number for p in prepared if p.nhs_number is not None})
-        dob_values = sorted({p.date_of_birth.isoformat() for p in prepared if p.date_of_birth is not None})
+        dob_dates = sorted({p.date_of_birth for p in prepared if p.date_of_birth is not None})
         nhs_tokens: dict[str, str | None] = {}
-        dob_tokens: dict[str, str | None] = {}
+        dob_tokens: dict[date, str | None] = {}
         if nhs_values:
             got = tokeniser.tokenise("nhs_number", nhs_values, key_version=snapshot.key_version)
             nhs_tokens = dict(zip(nhs_values, got.tokens, strict=True))
-        if dob_values:
+        if dob_dates:
+            dob_values = [d.isoformat() for d in dob_dates]
             got = tokeniser.tokenise("date_of_birth", dob_values, key_version=snapshot.dob_key_version)
-            dob_tokens = dict(zip(dob_values, got.tokens, strict=True))
+            dob_tokens = dict(zip(dob_dates, got.tokens, strict=True))
         line_tokens = [nhs_tokens.get(p.nhs_number) if p.nhs_number is not None else None for p in prepared]
         return _TokenisedBatch(prepared, line_tokens, dob_tokens, time.perf_counter() - t0)
 
@@ -234,9 +267,10 @@ def _validate_batch(
         }
         duplicates.extend(repository.existing_dup_keys(session, sorted(candidates)))
     t2 = time.perf_counter()
-    rows = []
+    rows: list[tuple[Any, ...]] = []
+    append, add, in_pennies = rows.append, summary.add, _Pennies()
     for line, nhs_token in zip(prepared, line_tokens, strict=True):
-        dob_token = dob_tokens.get(line.date_of_birth.isoformat()) if line.date_of_birth is not None else None
+        dob_token = dob_tokens.get(line.date_of_birth) if line.date_of_birth is not None else None
         outcome = validate_line(
             line,
             nhs_token=nhs_token,
@@ -245,8 +279,8 @@ def _validate_batch(
             reference=reference,
             duplicates=duplicates,
         )
-        summary.add(outcome)
-        rows.append(_row(seq, outcome, duplicates))
+        add(outcome)
+        append(_row(seq, outcome, duplicates, in_pennies))
     t3 = time.perf_counter()
     repository.insert_lines(session, rows)
     log.info(
@@ -305,7 +339,10 @@ def _run(
     on_batch: Callable[[int], None] | None,
 ) -> None:
     started = time.perf_counter()
-    with Session(engine, expire_on_commit=False) as session:
+    with (
+        repository.job_connection(engine) as connection,
+        Session(bind=connection, expire_on_commit=False) as session,
+    ):
         invoice = repository.by_seq(session, seq)
         assert invoice is not None
         assert invoice.status == InvoiceStatus.VALIDATING

@@ -126,28 +126,55 @@ def _is_blank(row: list[str]) -> bool:
     return all(not value.strip() for value in row)
 
 
-def read_backing_data(chunks: Iterable[bytes]) -> Iterator[RawLine]:
+def read_backing_data(chunks: Iterable[bytes], *, check_repeats: bool = True) -> Iterator[RawLine]:
     """Rows of backing data as RawLines, streaming over byte chunks split anywhere.
 
     UTF-8 with optional BOM; LF or CRLF; RFC 4180 quoting (strict: a stray quote refuses the file, as
     the row boundaries after it are unknowable). Header names are trimmed and compared
     case-insensitively; unknown columns are ignored. Blank rows (no field with content) are skipped.
     Raises BackingDataError for a file that cannot be read; a repeated `line_ref` is found only when
-    reached, so callers must not keep anything before iteration ends.
+    reached, so callers must not keep anything before iteration ends. `check_repeats=False` skips
+    that check (and the memory of every line_ref it needs), for a second pass over bytes that
+    `count_backing_data` has already accepted.
     """
     position = _Position()
     reader = csv.reader(chain.from_iterable(_decoded_blocks(chunks, position)), strict=True)
     try:
-        yield from _rows(reader)
+        yield from _rows(reader, check_repeats=check_repeats)
     except csv.Error as exc:
-        raise BackingDataError(
-            f"Backing data is not valid CSV at line {reader.line_num} of the file ({exc}); "
-            'quote values containing commas, quotes or line breaks ("a, b"), doubling quotes inside them.',
-            line=reader.line_num,
-        ) from None
+        raise _not_csv(reader, exc) from None
 
 
-def _rows(reader: Any) -> Iterator[RawLine]:
+def count_backing_data(chunks: Iterable[bytes]) -> int:
+    """The number of lines `read_backing_data` would yield, raising exactly the BackingDataError it
+    would raise; cheaper, as only line_ref is read of each row (the structural pass)."""
+    position = _Position()
+    reader = csv.reader(chain.from_iterable(_decoded_blocks(chunks, position)), strict=True)
+    try:
+        return _count(reader)
+    except csv.Error as exc:
+        raise _not_csv(reader, exc) from None
+
+
+def _not_csv(reader: Any, exc: csv.Error) -> BackingDataError:
+    return BackingDataError(
+        f"Backing data is not valid CSV at line {reader.line_num} of the file ({exc}); "
+        'quote values containing commas, quotes or line breaks ("a, b"), doubling quotes inside them.',
+        line=reader.line_num,
+    )
+
+
+def _repeated(line_ref: str, first: int, line_no: int) -> BackingDataError:
+    return BackingDataError(
+        f"Backing data repeats line_ref {line_ref!r}: data rows {first} and {line_no} "
+        "(header excluded) both carry it; every line_ref must be unique within the invoice.",
+        line=line_no,
+        column="line_ref",
+    )
+
+
+def _header(reader: Any) -> tuple[int, list[tuple[str, int]]]:
+    """The header row's width and the (name, index) of each known column it names."""
     header: list[str] | None = None
     for row in reader:
         if not _is_blank(row):
@@ -180,7 +207,35 @@ def _rows(reader: Any) -> Iterator[RawLine]:
             line=reader.line_num,
             column=missing[0],
         )
-    width = len(names)
+    return len(names), columns
+
+
+def _count(reader: Any) -> int:
+    """`_rows` reading nothing but line_ref: the same rows skipped, counted and refused."""
+    width, columns = _header(reader)
+    ref_index = dict(columns)["line_ref"]
+    first_line_of: dict[str, int] = {}
+    setdefault = first_line_of.setdefault
+    line_no = 0
+    for row in reader:
+        if len(row) == width:
+            line_ref = row[ref_index].strip() or None
+            if line_ref is None and _is_blank(row):
+                continue
+        else:
+            if _is_blank(row):
+                continue
+            line_ref = (row[ref_index].strip() or None) if ref_index < len(row) else None
+        line_no += 1
+        if line_ref is not None:
+            first = setdefault(line_ref, line_no)
+            if first != line_no:
+                raise _repeated(line_ref, first, line_no)
+    return line_no
+
+
+def _rows(reader: Any, *, check_repeats: bool = True) -> Iterator[RawLine]:
+    width, columns = _header(reader)
     # Fast path when the known columns are the whole row, in order (the common file): zip the names.
     in_order = [index for _, index in columns] == list(range(width))
     column_names = [name for name, _ in columns]
@@ -204,13 +259,8 @@ def _rows(reader: Any) -> Iterator[RawLine]:
         if line_ref is None and field_count is None and _is_blank(row):
             continue
         line_no += 1
-        if line_ref is not None:
+        if check_repeats and line_ref is not None:
             first = first_line_of.setdefault(line_ref, line_no)
             if first != line_no:
-                raise BackingDataError(
-                    f"Backing data repeats line_ref {line_ref!r}: data rows {first} and {line_no} "
-                    "(header excluded) both carry it; every line_ref must be unique within the invoice.",
-                    line=line_no,
-                    column="line_ref",
-                )
+                raise _repeated(line_ref, first, line_no)
         yield RawLine(line_no, values, field_count)
