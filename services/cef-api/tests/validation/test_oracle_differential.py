@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -839,3 +842,63 @@ def compare(world: World) -> None:
 @given(worlds())
 def test_engine_agrees_with_the_oracle_on_random_worlds(world: World) -> None:
     compare(world)
+
+
+SAMPLE = Path("/work/shared/data/sample")
+EPRACCUR = Path("/work/shared/data/reference/epraccur.csv")
+SAMPLE_FILES = {
+    "patients": "patients.csv",
+    "registrations": "registrations.csv",
+    "postcode-districts": "postcode_districts.csv",
+    "tariff": "tariff.csv",
+    "providers": "providers.csv",
+    "specialised-services": "specialised_services.csv",
+}
+
+
+@pytest.mark.skipif(
+    not (SAMPLE.is_dir() and EPRACCUR.is_file()), reason="the shared sample world is not on this machine"
+)
+def test_the_oracle_reproduces_the_sample_answers() -> None:
+    """The oracle is only worth comparing against if it gets the published answers right itself."""
+    files = {"gp-practices": EPRACCUR.read_bytes()}
+    files.update({d: (SAMPLE / "reference" / f).read_bytes() for d, f in SAMPLE_FILES.items()})
+    try:
+        files["gp-practices"].decode("utf-8")
+        encoding = "utf-8-sig"
+    except UnicodeDecodeError:
+        encoding = "latin-1"
+    ref = o_reference(files, encoding)
+    with (SAMPLE / "expected" / "line_outcomes.csv").open(newline="") as f:
+        expected_lines = list(csv.DictReader(f))
+    with (SAMPLE / "expected" / "invoice_summaries.csv").open(newline="") as f:
+        expected_summaries = {row["invoice_number"]: row for row in csv.DictReader(f)}
+    earlier_keys: set[tuple[Any, ...]] = set()
+    got_lines = []
+    for name in (SAMPLE / "invoices" / "ORDER").read_text().split():
+        h = json.loads((SAMPLE / "invoices" / f"{name}.json").read_text())
+        header = Header(
+            h["invoice_number"],
+            h["provider_code"],
+            h["commissioner_code"],
+            date.fromisoformat(h["period_start"]),
+            date.fromisoformat(h["period_end"]),
+        )
+        decisions, summary = o_invoice(
+            header, (SAMPLE / "invoices" / f"{name}.csv").read_bytes(), ref, earlier_keys
+        )
+        got_lines += [(name, d[0], d[1], ";".join(d[2]), d[3], d[4]) for d in decisions]
+        want = expected_summaries[name]
+        assert {k: str(v) for k, v in summary.items()} == {k: want[k] for k in summary}
+    want_lines = [
+        (
+            e["invoice_number"],
+            e["line_ref"],
+            e["outcome"],
+            e["reasons"],
+            e["responsible_commissioner"],
+            e["expected_amount"],
+        )
+        for e in expected_lines
+    ]
+    assert sorted(got_lines) == sorted(want_lines)

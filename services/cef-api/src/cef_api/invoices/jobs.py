@@ -12,6 +12,7 @@ import hashlib
 import json
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -164,12 +165,26 @@ class _Pennies(dict[Decimal, int]):
         return value
 
 
+class _Dates(dict[date, str]):
+    """ISO text of the activity dates of one job (stored as such: see repository.insert_lines)."""
+
+    def __missing__(self, day: date) -> str:
+        value = self[day] = day.isoformat()
+        return value
+
+
 def _row(
-    seq: int, outcome: LineOutcome, duplicates: JobDuplicateIndex, in_pennies: _Pennies | None = None
+    seq: int,
+    outcome: LineOutcome,
+    duplicates: JobDuplicateIndex,
+    in_pennies: _Pennies | None = None,
+    iso_dates: _Dates | None = None,
 ) -> tuple[Any, ...]:
     """A line as `repository.LINE_COLUMNS` orders it."""
     to_pennies = in_pennies if in_pennies is not None else _Pennies()
+    to_iso = iso_dates if iso_dates is not None else _Dates()
     expected, claimed, key = outcome.expected_amount, outcome.claimed_amount, outcome.duplicate_key
+    activity_date = outcome.activity_date
     return (
         seq,
         outcome.line_no,
@@ -181,7 +196,7 @@ def _row(
         to_pennies[expected] if expected is not None else None,
         to_pennies[claimed] if claimed is not None else None,
         outcome.nhs_token,
-        outcome.activity_date,
+        to_iso[activity_date] if activity_date is not None else None,
         outcome.hrg_code,
         outcome.point_of_delivery,
         outcome.service_code,
@@ -210,10 +225,13 @@ class _TokenisedBatch:
     seconds: float
 
 
+STAGES_AHEAD = 2
+
+
 def _tokenised_batches(
     spool: EncryptedSpool, *, size: int, snapshot: ReferenceSnapshot, tokeniser: TokeniserClient
 ) -> Iterator[_TokenisedBatch]:
-    """Parse, prepare and tokenise one batch ahead in a thread, so the tokeniser's work (another
+    """Parse, prepare and tokenise batches ahead in a thread, so the tokeniser's work (another
     process) overlaps this one's validation and inserts. Identifiers live only in these objects."""
     # `count_lines` refused a repeated line_ref before the invoice existed: no need to check again.
     lines = _batches(read_backing_data(spool.chunks(), check_repeats=False), size)
@@ -239,11 +257,17 @@ def _tokenised_batches(
         line_tokens = [nhs_tokens.get(p.nhs_number) if p.nhs_number is not None else None for p in prepared]
         return _TokenisedBatch(prepared, line_tokens, dob_tokens, time.perf_counter() - t0)
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation-stage") as pool:
-        ahead: Future[_TokenisedBatch | None] = pool.submit(stage)
-        while (current := ahead.result()) is not None:
-            ahead = pool.submit(stage)
+    # Two batches ahead: while this thread waits for SQLite (which releases the GIL) the stage
+    # thread goes on parsing rather than idling behind a finished batch. Stages run one at a time
+    # in order; after the last batch (or a failure) the next stage finds the reader spent: None.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation-stage")
+    try:
+        ahead: deque[Future[_TokenisedBatch | None]] = deque(pool.submit(stage) for _ in range(STAGES_AHEAD))
+        while (current := ahead.popleft().result()) is not None:
+            ahead.append(pool.submit(stage))
             yield current
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _validate_batch(
@@ -268,7 +292,7 @@ def _validate_batch(
         duplicates.extend(repository.existing_dup_keys(session, sorted(candidates)))
     t2 = time.perf_counter()
     rows: list[tuple[Any, ...]] = []
-    append, add, in_pennies = rows.append, summary.add, _Pennies()
+    append, add, in_pennies, iso_dates = rows.append, summary.add, _Pennies(), _Dates()
     for line, nhs_token in zip(prepared, line_tokens, strict=True):
         dob_token = dob_tokens.get(line.date_of_birth) if line.date_of_birth is not None else None
         outcome = validate_line(
@@ -280,7 +304,7 @@ def _validate_batch(
             duplicates=duplicates,
         )
         add(outcome)
-        append(_row(seq, outcome, duplicates, in_pennies))
+        append(_row(seq, outcome, duplicates, in_pennies, iso_dates))
     t3 = time.perf_counter()
     repository.insert_lines(session, rows)
     log.info(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -116,7 +116,10 @@ _COPY_SQL = f"COPY invoice_line ({', '.join(LINE_COLUMNS)}) FROM STDIN"
 
 
 def insert_lines(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Bulk insert in the session's transaction: COPY on PostgreSQL, one executemany on SQLite."""
+    """Bulk insert in the session's transaction: COPY on PostgreSQL, one executemany on SQLite.
+
+    activity_date may be a date or already its ISO text (`YYYY-MM-DD`), which both databases
+    store as that date."""
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -126,16 +129,21 @@ def insert_lines(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
         return
     raw = connection.connection.driver_connection
     for start in range(0, len(rows), INSERT_CHUNK):
-        raw.executemany(_INSERT_SQL, [_sqlite_row(r) for r in rows[start : start + INSERT_CHUNK]])  # type: ignore[union-attr]
+        chunk = rows[start : start + INSERT_CHUNK]
+        if any(isinstance(r[_DATE_INDEX], date) for r in chunk):
+            chunk = [_sqlite_row(r) for r in chunk]
+        raw.executemany(_INSERT_SQL, chunk)  # type: ignore[union-attr]
+
+
+_DATE_INDEX = LINE_COLUMNS.index("activity_date")
 
 
 def _sqlite_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
     # SQLAlchemy stores dates on SQLite as ISO text; store them the same way.
-    date_index = 9
-    value = row[date_index]
-    if value is None:
+    value = row[_DATE_INDEX]
+    if not isinstance(value, date):
         return row
-    return (*row[:date_index], value.isoformat(), *row[date_index + 1 :])
+    return (*row[:_DATE_INDEX], value.isoformat(), *row[_DATE_INDEX + 1 :])
 
 
 def existing_dup_keys(session: Session, keys: Sequence[str]) -> set[str]:
