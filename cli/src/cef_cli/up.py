@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import importlib
 import json
 import os
 import signal
@@ -47,38 +48,26 @@ def _die_with_parent() -> None:
         pass
 
 
-def _services(data_dir: Path) -> list[ServiceRun]:
-    # Imported here so `cef token` stays quick.
-    import cef_api.main
-    import cef_audit.main
-    import cef_tokeniser.main
-    from cef_api.config import Settings as ApiSettings
-    from cef_audit.config import Settings as AuditSettings
-    from cef_tokeniser.config import Settings as TokeniserSettings
+# Started in this order: audit first, so the others' first events have somewhere to go.
+SERVICE_PACKAGES = (
+    ("audit", "CEF_AUDIT_", "cef_audit"),
+    ("tokeniser", "CEF_TOKENISER_", "cef_tokeniser"),
+    ("cef-api", "CEF_API_", "cef_api"),
+)
 
-    return [
-        ServiceRun(
-            "audit",
-            "CEF_AUDIT_",
-            "cef_audit.main",
-            AuditSettings(data_dir=data_dir),
-            Path(cef_audit.main.MIGRATIONS),
-        ),
-        ServiceRun(
-            "tokeniser",
-            "CEF_TOKENISER_",
-            "cef_tokeniser.main",
-            TokeniserSettings(data_dir=data_dir),
-            Path(cef_tokeniser.main.MIGRATIONS),
-        ),
-        ServiceRun(
-            "cef-api",
-            "CEF_API_",
-            "cef_api.main",
-            ApiSettings(data_dir=data_dir),
-            Path(cef_api.main.MIGRATIONS),
-        ),
-    ]
+
+def _services(data_dir: Path) -> list[ServiceRun]:
+    runs = []
+    for name, prefix, package in SERVICE_PACKAGES:
+        # Imported here, not at the top, so `cef token` stays quick.
+        main = importlib.import_module(f"{package}.main")
+        settings_class = importlib.import_module(f"{package}.config").Settings
+        runs.append(
+            ServiceRun(
+                name, prefix, f"{package}.main", settings_class(data_dir=data_dir), Path(main.MIGRATIONS)
+            )
+        )
+    return runs
 
 
 def _issuer(name: str, keys_dir: Path, scopes: list[str] | None) -> dict[str, object]:

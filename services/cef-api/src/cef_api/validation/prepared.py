@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from typing import Final
 
-from cef_api.validation.csvfile import RawLine
+from cef_api.validation.csvfile import RawLine, read_backing_values
 from cef_api.validation.nhs_number import normalise_nhs_number
 from cef_api.validation.postcode import outward_code
 from cef_api.validation.rules.malformed import malformed_fields
@@ -33,35 +35,69 @@ class PreparedLine:
     malformed_fields: tuple[str, ...] = field(default=())
 
 
-def _upper(value: str | None) -> str | None:
-    return value.upper() if value is not None else None
+# The columns a PreparedLine is made of, in the order `_prepare` takes them.
+PREPARED_COLUMNS: Final[tuple[str, ...]] = (
+    "line_ref",
+    "nhs_number",
+    "date_of_birth",
+    "postcode",
+    "service_code",
+    "point_of_delivery",
+    "hrg_code",
+    "activity_date",
+    "discharge_date",
+    "amount",
+)
 
 
 def prepare_line(raw: RawLine) -> PreparedLine:
     """Parse a RawLine (values already trimmed, empty → None) and run check 1, MALFORMED_LINE."""
     get = raw.values.get
-    date_of_birth_raw = get("date_of_birth")
-    discharge_raw = get("discharge_date")
-    postcode = get("postcode")
+    return _prepare(raw.line_no, tuple(get(name) for name in PREPARED_COLUMNS), raw.field_count is not None)
+
+
+def prepare_backing_data(chunks: Iterable[bytes], *, check_repeats: bool = True) -> Iterator[PreparedLine]:
+    """`prepare_line` of every line `read_backing_data(chunks)` yields, without the RawLines between
+    (the validation job's hot path); the same errors."""
+    for line_no, values, field_count_differs in read_backing_values(
+        chunks, PREPARED_COLUMNS, check_repeats=check_repeats
+    ):
+        yield _prepare(line_no, values, field_count_differs)
+
+
+def _prepare(line_no: int, values: tuple[str | None, ...], field_count_differs: bool) -> PreparedLine:
+    """The one implementation of prepare_line: `values` in PREPARED_COLUMNS order."""
+    (
+        line_ref,
+        nhs_number,
+        date_of_birth_raw,
+        postcode,
+        service_code,
+        point_of_delivery,
+        hrg_code,
+        activity_date,
+        discharge_raw,
+        amount,
+    ) = values
     line = PreparedLine(
-        raw.line_no,
-        get("line_ref"),
+        line_no,
+        line_ref,
         False,
-        normalise_nhs_number(get("nhs_number")),
+        normalise_nhs_number(nhs_number),
         parse_date_uncached(date_of_birth_raw),
         outward_code(postcode) if postcode is not None else None,
-        _upper(get("service_code")),
-        _upper(get("point_of_delivery")),
-        _upper(get("hrg_code")),
-        parse_date(get("activity_date")),
+        service_code.upper() if service_code is not None else None,
+        point_of_delivery.upper() if point_of_delivery is not None else None,
+        hrg_code.upper() if hrg_code is not None else None,
+        parse_date(activity_date),
         parse_date(discharge_raw),
-        parse_amount(get("amount")),
+        parse_amount(amount),
     )
     problems = malformed_fields(
         line,
         date_of_birth_given=date_of_birth_raw is not None,
         discharge_date_given=discharge_raw is not None,
-        field_count_differs=raw.field_count is not None,
+        field_count_differs=field_count_differs,
     )
     if problems:
         line.malformed = True
