@@ -35,8 +35,9 @@ from cef_api.reference.parsers import DATASETS
 from cef_api.reference.service import ReferenceSnapshot, prune_superseded
 from cef_api.spool import EncryptedSpool
 from cef_api.tokeniser_client import TokeniserClient
-from cef_api.validation.csvfile import RawLine, count_backing_data, read_backing_data
-from cef_api.validation.engine import PreparedLine, SummaryAccumulator, prepare_line, validate_line
+from cef_api.validation.csvfile import count_backing_data
+from cef_api.validation.engine import PreparedLine, SummaryAccumulator, validate_line
+from cef_api.validation.prepared import prepare_backing_data
 from cef_api.validation.types import DuplicateKey, InvoiceHeader, LineOutcome
 from cef_common.audit import build_event, record_event
 from cef_common.auth import Principal
@@ -129,11 +130,6 @@ def count_lines(spool: EncryptedSpool) -> int:
     Every submission passes it before its invoice exists, so validation reads the same (encrypted,
     immutable) spool again without repeating its whole-file checks."""
     return count_backing_data(spool.chunks())
-
-
-def _batches(lines: Iterator[RawLine], size: int) -> Iterator[list[RawLine]]:
-    while batch := list(islice(lines, size)):
-        yield batch
 
 
 def _candidate_key(line: PreparedLine, header: InvoiceHeader, nhs_token: str | None) -> DuplicateKey | None:
@@ -234,15 +230,13 @@ def _tokenised_batches(
     """Parse, prepare and tokenise batches ahead in a thread, so the tokeniser's work (another
     process) overlaps this one's validation and inserts. Identifiers live only in these objects."""
     # `count_lines` refused a repeated line_ref before the invoice existed: no need to check again.
-    lines = _batches(read_backing_data(spool.chunks(), check_repeats=False), size)
+    lines = prepare_backing_data(spool.chunks(), check_repeats=False)
 
     def stage() -> _TokenisedBatch | None:
         t0 = time.perf_counter()
-        batch = next(lines, None)
-        if batch is None:
+        prepared = list(islice(lines, size))
+        if not prepared:
             return None
-        prepared = [prepare_line(raw) for raw in batch]
-        del batch
         nhs_values = sorted({p.nhs_number for p in prepared if p.nhs_number is not None})
         dob_dates = sorted({p.date_of_birth for p in prepared if p.date_of_birth is not None})
         nhs_tokens: dict[str, str | None] = {}

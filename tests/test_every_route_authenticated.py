@@ -1,0 +1,69 @@
+"""No endpoint of any service answers without a valid bearer token, now or after a new one is added."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+import cef_api.main
+import cef_audit.main
+import cef_tokeniser.main
+from cef_api.config import Settings as ApiSettings
+from cef_audit.config import Settings as AuditSettings
+from cef_common.testing import DatabaseFactory, DevIssuer, app_client
+from cef_tokeniser.config import Settings as TokeniserSettings
+from cef_tokeniser.keys import ensure_dev_master_key
+
+PUBLIC = {"/healthz", "/readyz", "/.well-known/jwks.json"}
+
+
+def _routes(routes: list[Any], prefix: str = "") -> Iterator[tuple[str, APIRoute]]:
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield prefix + route.path, route
+        else:
+            inner = getattr(route, "router", None) or getattr(route, "original_router", None)
+            if inner is not None:
+                yield from _routes(inner.routes, prefix + (getattr(route, "prefix", "") or ""))
+
+
+def _app(service: str, data_dir: Path, database_factory: DatabaseFactory) -> FastAPI:
+    common: dict[str, Any] = {"data_dir": data_dir, "environment": "test", "dev_issuer_enabled": True}
+    if service == "tokeniser":
+        master = data_dir / "keys" / "master.key"
+        ensure_dev_master_key(master)
+        url = database_factory("sqlite", cef_tokeniser.main.MIGRATIONS)
+        return cef_tokeniser.main.create_app(
+            TokeniserSettings(**common, database_url=url, master_key_file=master)
+        )
+    if service == "cef-api":
+        url = database_factory("sqlite", cef_api.main.MIGRATIONS)
+        return cef_api.main.create_app(ApiSettings(**common, database_url=url))
+    url = database_factory("sqlite", cef_audit.main.MIGRATIONS)
+    return cef_audit.main.create_app(AuditSettings(**common, database_url=url))
+
+
+@pytest.mark.parametrize("service", ["tokeniser", "cef-api", "audit"])
+async def test_every_endpoint_refuses_a_request_without_a_valid_token(
+    service: str, data_dir: Path, database_factory: DatabaseFactory, dev_issuer: DevIssuer
+) -> None:
+    app = _app(service, data_dir, database_factory)
+    routes = [(path, route) for path, route in _routes(app.routes) if path not in PUBLIC]
+    assert len(routes) >= 3, "the service's routers are not mounted"
+    wrong_audience = dev_issuer.headers("tokenise invoices:submit audit:read audit:write", aud="nobody")
+    async with app_client(app) as client:
+        for path, route in routes:
+            concrete = re.sub(r"\{[^}]+\}", "x", path)
+            for method in route.methods:
+                for headers in ({}, {"Authorization": "Bearer not-a-jwt"}, wrong_audience):
+                    r = await client.request(method, concrete, headers=headers)
+                    who = headers or "no token"
+                    assert r.status_code == 401, f"{method} {path} with {who}: {r.status_code}"
+                    assert r.headers["content-type"].startswith("application/problem+json")
+                    assert r.headers["www-authenticate"].startswith("Bearer")
