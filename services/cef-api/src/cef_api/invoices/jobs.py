@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from itertools import islice
 from typing import Any
 
@@ -151,16 +150,6 @@ def _candidate_key(line: PreparedLine, header: InvoiceHeader, nhs_token: str | N
     )
 
 
-class _Pennies(dict[Decimal, int]):
-    """`pennies` of the amounts of one job: tariff-derived amounts repeat on most lines."""
-
-    def __missing__(self, amount: Decimal) -> int:
-        if len(self) >= 100_000:
-            self.clear()
-        value = self[amount] = pennies(amount)
-        return value
-
-
 class _Dates(dict[date, str]):
     """ISO text of the activity dates of one job (stored as such: see repository.insert_lines)."""
 
@@ -173,11 +162,9 @@ def _row(
     seq: int,
     outcome: LineOutcome,
     duplicates: JobDuplicateIndex,
-    in_pennies: _Pennies | None = None,
     iso_dates: _Dates | None = None,
 ) -> tuple[Any, ...]:
     """A line as `repository.LINE_COLUMNS` orders it."""
-    to_pennies = in_pennies if in_pennies is not None else _Pennies()
     to_iso = iso_dates if iso_dates is not None else _Dates()
     expected, claimed, key = outcome.expected_amount, outcome.claimed_amount, outcome.duplicate_key
     activity_date = outcome.activity_date
@@ -189,8 +176,8 @@ def _row(
         # Reasons are StrEnums sorted by value (LineOutcome's contract): joined, they are their values.
         ";".join(outcome.reasons),
         outcome.responsible_commissioner,
-        to_pennies[expected] if expected is not None else None,
-        to_pennies[claimed] if claimed is not None else None,
+        pennies(expected) if expected is not None else None,
+        pennies(claimed) if claimed is not None else None,
         outcome.nhs_token,
         to_iso[activity_date] if activity_date is not None else None,
         outcome.hrg_code,
@@ -286,7 +273,7 @@ def _validate_batch(
         duplicates.extend(repository.existing_dup_keys(session, sorted(candidates)))
     t2 = time.perf_counter()
     rows: list[tuple[Any, ...]] = []
-    append, add, in_pennies, iso_dates = rows.append, summary.add, _Pennies(), _Dates()
+    append, add, iso_dates = rows.append, summary.add, _Dates()
     for line, nhs_token in zip(prepared, line_tokens, strict=True):
         dob_token = dob_tokens.get(line.date_of_birth) if line.date_of_birth is not None else None
         outcome = validate_line(
@@ -298,7 +285,7 @@ def _validate_batch(
             duplicates=duplicates,
         )
         add(outcome)
-        append(_row(seq, outcome, duplicates, in_pennies, iso_dates))
+        append(_row(seq, outcome, duplicates, iso_dates))
     t3 = time.perf_counter()
     repository.insert_lines(session, rows)
     log.info(
