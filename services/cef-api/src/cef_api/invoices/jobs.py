@@ -240,7 +240,8 @@ def _tokenised_batches(
 
     # Two batches ahead: while this thread waits for SQLite (which releases the GIL) the stage
     # thread goes on parsing rather than idling behind a finished batch. Stages run one at a time
-    # in order; after the last batch (or a failure) the next stage finds the reader spent: None.
+    # in order; after the last batch the next finds the reader spent (None), and on a failure the
+    # one queued behind it is cancelled or its batch dropped.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation-stage")
     try:
         ahead: deque[Future[_TokenisedBatch | None]] = deque(pool.submit(stage) for _ in range(STAGES_AHEAD))
