@@ -53,7 +53,8 @@ async def test_purge_removes_tokens_of_closed_invoices_only(api: Api, world: gen
             ),
             {"id": first["id"]},
         ).scalar_one()
-        events = [json.loads(p) for (p,) in conn.execute(sa.text("SELECT payload FROM audit_outbox ORDER BY id"))]
+        outbox = conn.execute(sa.text("SELECT payload FROM audit_outbox ORDER BY id"))
+        events = [json.loads(p) for (p,) in outbox]
     assert tokens[closed.header["invoice_number"]] == 0
     assert dup_keys == 0
     assert tokens[open_.header["invoice_number"]] > 0
