@@ -28,7 +28,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_EPRACCUR = REPO / "demo" / "reference" / "epraccur.csv"
-SHARED_EPRACCUR = Path("/work/shared/data/reference/epraccur.csv")
+SHARED_EPRACCUR = Path(__file__).resolve().parents[2] / "shared/data/reference/epraccur.csv"
 # The demo world's practices: the commissioners of Teesside and Durham (Open Government Licence).
 DEMO_COMMISSIONERS = ("00K", "00M", "00C")
 
@@ -314,7 +314,7 @@ def default_epraccur() -> bytes:
     for path in (DEMO_EPRACCUR, SHARED_EPRACCUR):
         if path.is_file():
             return path.read_bytes()
-    raise SystemExit("no epraccur.csv: expected demo/reference/epraccur.csv or /work/shared/data/reference/")
+    raise SystemExit("no epraccur.csv: expected demo/reference/epraccur.csv or ../shared/data/reference/")
 
 
 def _tariff(rng: random.Random, count: int) -> list[Tariff]:

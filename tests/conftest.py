@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cef_common.testing import free_port
+from cef_common.testing import SHARED_DIR, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+SHARED = SHARED_DIR
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,10 @@ import sqlalchemy as sa
 
 from cef_common.keys import jwks_path_for, load_signing_key
 from cef_common.settings import TrustedIssuer
-from cef_common.testing import DevIssuer, ServerThread
+from cef_common.testing import SHARED_DIR, DevIssuer, ServerThread
 
-SAMPLE = Path("/work/shared/data/sample")
-EPRACCUR = Path("/work/shared/data/reference/epraccur.csv")
+SAMPLE = SHARED_DIR / "data/sample"
+EPRACCUR = SHARED_DIR / "data/reference/epraccur.csv"
 FILES = {
     "gp-practices": "epraccur.csv",
     "providers": "providers.csv",

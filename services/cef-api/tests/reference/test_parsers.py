@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
@@ -23,9 +22,10 @@ from cef_api.reference.parsers import (
     UnknownDatasetError,
     parse_dataset,
 )
+from cef_common.testing import SHARED_DIR
 
-EPRACCUR = Path("/work/shared/data/reference/epraccur.csv")
-SAMPLE = Path("/work/shared/data/sample/reference")
+EPRACCUR = SHARED_DIR / "data/reference/epraccur.csv"
+SAMPLE = SHARED_DIR / "data/sample/reference"
 VALID = "9434765919"
 OTHER = "9990394083"
 

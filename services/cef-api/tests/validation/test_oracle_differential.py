@@ -23,7 +23,6 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,6 +34,7 @@ from cef_api.validation.csvfile import read_backing_data
 from cef_api.validation.engine import prepare_line, summarise, validate_line
 from cef_api.validation.memory import InMemoryDuplicateIndex, InMemoryReferenceData
 from cef_api.validation.types import InvoiceHeader
+from cef_common.testing import SHARED_DIR
 
 from .factories import fake_tokenise
 
@@ -844,8 +844,8 @@ def test_engine_agrees_with_the_oracle_on_random_worlds(world: World) -> None:
     compare(world)
 
 
-SAMPLE = Path("/work/shared/data/sample")
-EPRACCUR = Path("/work/shared/data/reference/epraccur.csv")
+SAMPLE = SHARED_DIR / "data/sample"
+EPRACCUR = SHARED_DIR / "data/reference/epraccur.csv"
 SAMPLE_FILES = {
     "patients": "patients.csv",
     "registrations": "registrations.csv",

@@ -1,4 +1,5 @@
-"""Replays the sample world in memory and compares every line and invoice with the expected files."""
+"""Replays whole worlds in memory — the shared sample and the repository's demo world — and compares
+every line and invoice with their expected files."""
 
 from __future__ import annotations
 
@@ -15,22 +16,34 @@ from cef_api.validation.csvfile import read_backing_data
 from cef_api.validation.engine import prepare_line, summarise, validate_line
 from cef_api.validation.memory import InMemoryDuplicateIndex, InMemoryReferenceData
 from cef_api.validation.types import InvoiceHeader
+from cef_common.testing import SHARED_DIR
 
 from .factories import fake_tokenise
 
-SAMPLE = Path("/work/shared/data/sample")
-EPRACCUR = Path("/work/shared/data/reference/epraccur.csv")
+SAMPLE = SHARED_DIR / "data/sample"
+EPRACCUR = SHARED_DIR / "data/reference/epraccur.csv"
+DEMO = Path(__file__).resolve().parents[4] / "demo"
 
-pytestmark = pytest.mark.skipif(
-    not (SAMPLE.is_dir() and EPRACCUR.is_file()), reason="the shared sample world is not on this machine"
-)
+WORLDS = [
+    pytest.param(
+        SAMPLE,
+        EPRACCUR,
+        id="shared-sample",
+        marks=pytest.mark.skipif(
+            not (SAMPLE.is_dir() and EPRACCUR.is_file()),
+            reason="the shared sample world is not on this machine",
+        ),
+    ),
+    # The demo world `cef up` loads: its expected outcomes are what users are shown.
+    pytest.param(DEMO, DEMO / "reference" / "epraccur.csv", id="demo"),
+]
 
 
-def _reference() -> InMemoryReferenceData:
-    rows = {"gp-practices": parse_dataset("gp-practices", EPRACCUR.read_bytes())}
+def _reference(world: Path, epraccur: Path) -> InMemoryReferenceData:
+    rows = {"gp-practices": parse_dataset("gp-practices", epraccur.read_bytes())}
     for dataset, filename in FILENAMES.items():
         if dataset != "gp-practices":
-            rows[dataset] = parse_dataset(dataset, (SAMPLE / "reference" / filename).read_bytes())
+            rows[dataset] = parse_dataset(dataset, (world / "reference" / filename).read_bytes())
     return InMemoryReferenceData.from_rows(
         gp_practices=rows["gp-practices"],
         patients=rows["patients"],
@@ -63,16 +76,17 @@ def _money(value: Decimal | None) -> str:
     return "" if value is None else f"{value:.2f}"
 
 
-def test_sample_world_reproduces_expected_outcomes_exactly() -> None:
-    reference = _reference()
+@pytest.mark.parametrize(("world", "epraccur"), WORLDS)
+def test_world_reproduces_expected_outcomes_exactly(world: Path, epraccur: Path) -> None:
+    reference = _reference(world, epraccur)
     duplicates = InMemoryDuplicateIndex()
     got_lines: list[dict[str, str]] = []
     got_summaries: list[dict[str, str]] = []
-    order = (SAMPLE / "invoices" / "ORDER").read_text().split()
+    order = (world / "invoices" / "ORDER").read_text().split()
     for number, name in enumerate(order):
-        header = _header(SAMPLE / "invoices" / f"{name}.json")
+        header = _header(world / "invoices" / f"{name}.json")
         # Odd chunk sizes: the reader must not care where the bytes are cut.
-        data = (SAMPLE / "invoices" / f"{name}.csv").read_bytes()
+        data = (world / "invoices" / f"{name}.csv").read_bytes()
         outcomes = []
         for raw in read_backing_data(_chunks(data, 7 + 97 * number)):
             line = prepare_line(raw)
@@ -110,9 +124,9 @@ def test_sample_world_reproduces_expected_outcomes_exactly() -> None:
             }
         )
 
-    with (SAMPLE / "expected" / "line_outcomes.csv").open(newline="") as f:
+    with (world / "expected" / "line_outcomes.csv").open(newline="") as f:
         expected_lines = list(csv.DictReader(f))
-    with (SAMPLE / "expected" / "invoice_summaries.csv").open(newline="") as f:
+    with (world / "expected" / "invoice_summaries.csv").open(newline="") as f:
         expected_summaries = list(csv.DictReader(f))
     assert len(got_lines) == len(expected_lines)
     mismatches = [(got, want) for got, want in zip(got_lines, expected_lines, strict=True) if got != want]

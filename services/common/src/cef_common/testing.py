@@ -33,6 +33,19 @@ from cef_common.keys import SigningKey
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+def _shared_dir() -> Path:
+    """`shared/` beside the checkout (CEF_SHARED_DIR overrides): the sample world and the spec."""
+    if explicit := os.environ.get("CEF_SHARED_DIR"):
+        return Path(explicit)
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "services").is_dir() and (parent / "pyproject.toml").is_file():
+            return parent.parent / "shared"
+    return Path.cwd().parent / "shared"
+
+
+SHARED_DIR = _shared_dir()
+
+
 def _docker_answers() -> bool:
     try:
         import docker  # type: ignore[import-untyped]
