@@ -2,8 +2,10 @@
 SHELL := /bin/bash
 export UV_PYTHON_DOWNLOADS := never
 PYTHON ?= python3
-# uv from PATH, else the one pip installs for this Python (bootstrapped on first use).
-UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+# uv from PATH; else one that pip installs into a private venv on first use (a venv, because
+# distributions' own Pythons refuse `pip install` outside one: PEP 668).
+TOOLS := .tools
+UV := $(shell command -v uv 2>/dev/null || echo "$(TOOLS)/bin/uv")
 DATA_DIR ?= var
 PYTEST_ARGS ?=
 
@@ -16,8 +18,10 @@ help:
 	@echo "make accept  drive a fresh system with the shared sample world (needs ../shared)"
 
 bootstrap:
-	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
-		{ echo "installing uv with pip"; $(PYTHON) -m pip install --quiet uv; }
+	@if [ "$(UV)" = "$(TOOLS)/bin/uv" ] && [ ! -x "$(TOOLS)/bin/uv" ]; then \
+		echo "uv is not installed: installing it with pip into $(TOOLS)/"; \
+		$(PYTHON) -m venv $(TOOLS) && $(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv; \
+	fi
 
 sync: bootstrap
 	@$(UV) sync --frozen --quiet
@@ -47,4 +51,4 @@ accept: sync
 	$(UV) run python ../shared/tools/accept_sample.py
 
 clean:
-	rm -rf .pytest_cache .mypy_cache .ruff_cache benchmarks/out
+	rm -rf .pytest_cache .mypy_cache .ruff_cache benchmarks/out $(TOOLS)
