@@ -127,6 +127,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> None:
         environment="test",
         checkpoint_interval_seconds=0,
         log_level="WARNING",
+        gc_freeze_at_startup=True,  # as in production (off only in the test environment)
     )
     signer = ensure_dev_issuer(data_dir / "keys")
     writer = {

@@ -17,16 +17,27 @@ _MAX_SAFE_INTEGER = 2**53 - 1
 
 
 def _fast_path_exact(value: Any) -> bool:
-    if value is None or value is True or value is False or type(value) is str:
-        return True
-    if type(value) is int:
-        return -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER
-    if type(value) is dict:
+    kind = type(value)
+    if kind is dict:
+        # Flat objects of strings and small integers (every audit `detail` seen so far) are checked
+        # in this one loop; nested values recurse.
         for k, v in value.items():
-            if type(k) is not str or (k and max(k) >= "\ue000") or not _fast_path_exact(v):
+            if type(k) is not str or not (k.isascii() or max(k) < "\ue000"):
+                return False
+            vkind = type(v)
+            if vkind is str or v is None or vkind is bool:
+                continue
+            if vkind is int:
+                if not -_MAX_SAFE_INTEGER <= v <= _MAX_SAFE_INTEGER:
+                    return False
+            elif not _fast_path_exact(v):
                 return False
         return True
-    if type(value) is list:
+    if value is None or value is True or value is False or kind is str:
+        return True
+    if kind is int:
+        return bool(-_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER)
+    if kind is list:
         return all(_fast_path_exact(v) for v in value)
     return False
 

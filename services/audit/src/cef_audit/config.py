@@ -24,3 +24,14 @@ class Settings(BaseServiceSettings):
     max_events_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     # Rows an export streams at most; narrow the filters for more.
     max_export_events: int = Field(default=1_000_000, ge=1)
+    # Move everything alive once the service has started out of the cyclic garbage collector's
+    # reach (gc.freeze): appends allocate thousands of objects a batch, and every full collection
+    # otherwise walks the whole application's heap again, about a fifth of the batched append's CPU.
+    # None: on, except in the test environment, where many apps share one pytest process.
+    gc_freeze_at_startup: bool | None = None
+
+    @property
+    def effective_gc_freeze(self) -> bool:
+        if self.gc_freeze_at_startup is None:
+            return self.environment != "test"
+        return self.gc_freeze_at_startup

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -47,9 +48,15 @@ def _lifespan(app: FastAPI) -> Iterator[None]:
 
         timer = threading.Thread(target=_tick, name="audit-checkpoints", daemon=True)
         timer.start()
+    frozen = settings.effective_gc_freeze
+    if frozen:
+        gc.collect()
+        gc.freeze()
     try:
         yield
     finally:
+        if frozen:
+            gc.unfreeze()
         stop.set()
         if timer is not None:
             timer.join(timeout=5)

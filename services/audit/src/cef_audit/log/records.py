@@ -65,6 +65,50 @@ def seal(record: dict[str, Any]) -> tuple[bytes, str]:
     return canonical, hashlib.sha256(canonical).hexdigest()
 
 
+def sealed_row(
+    event: dict[str, Any], *, seq: int, recorded_at: str, recorded_by: dict[str, str | None], prev_hash: str
+) -> tuple[dict[str, Any], str, tuple[Any, ...]]:
+    """`build_record`, `seal` and `row_for` in one step, for the sequencer's per-event loop: the
+    record, its hash and its row. `recorded_by` is `Recorder.as_json()`, shared by the batch."""
+    record = {
+        **event,
+        "seq": seq,
+        "recorded_at": recorded_at,
+        "recorded_by": recorded_by,
+        "prev_hash": prev_hash,
+    }
+    actor = event["actor"]
+    entity = event.get("entity")
+    if entity is None:
+        entity_type = entity_id = count = None
+    else:
+        entity_type, entity_id, count = entity.get("type"), entity.get("id"), entity.get("count")
+    # As in `seal`: only `detail` and an entity count can need the reference serialiser.
+    if fast_path_exact(event.get("detail")) and (count is None or fast_path_exact(count)):
+        canonical = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+    else:
+        canonical = canonical_json(record)
+    digest = hashlib.sha256(canonical).hexdigest()
+    row = (
+        seq,
+        event["event_id"],
+        recorded_at,
+        event["action"],
+        event["type"],
+        event["outcome"],
+        actor["sub"],
+        actor.get("org"),
+        actor.get("client"),
+        event["source"],
+        entity_type,
+        entity_id,
+        canonical,
+        prev_hash,
+        digest,
+    )
+    return record, digest, row
+
+
 def index_columns(record: dict[str, Any]) -> tuple[Any, ...]:
     """The queryable columns as they must be stored for `record`, in `INDEX_COLUMN_NAMES` order."""
     actor = record["actor"]

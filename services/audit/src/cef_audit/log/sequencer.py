@@ -23,11 +23,9 @@ from cef_audit.canonical import canonical_json
 from cef_audit.log.records import (
     ROW_COLUMNS,
     Recorder,
-    build_record,
     event_fields_of,
     now_stamp,
-    row_for,
-    seal,
+    sealed_row,
 )
 from cef_audit.log.tables import audit_checkpoints, audit_events, audit_head
 from cef_common.audit import AuditEventIn
@@ -44,10 +42,23 @@ _ID_CHUNK = 500
 _EVENTS = TypeAdapter(list[AuditEventIn])
 
 
-def _insert_sql(paramstyle: str) -> str:
-    marker = "?" if paramstyle == "qmark" else "%s"
+def _insert_sql(marker: str) -> str:
     values = ", ".join([marker] * len(ROW_COLUMNS))
     return f"INSERT INTO audit_events ({', '.join(ROW_COLUMNS)}) VALUES ({values})"
+
+
+# The sequencer's own statements as plain SQL: they run in every append, under the lock, and as
+# driver SQL they skip SQLAlchemy's statement building, compilation-cache look-up and result set-up.
+_HEAD_COLUMNS = "SELECT length, head_hash, recorded_at FROM audit_head WHERE id = 1"
+_TOUCH_HEAD = "UPDATE audit_head SET length = length WHERE id = 1"
+_COPY = f"COPY audit_events ({', '.join(ROW_COLUMNS)}) FROM STDIN"
+_LAST_CHECKPOINT = "SELECT COALESCE(MAX(length), 0) FROM audit_checkpoints"
+
+
+def _move_head_sql(marker: str) -> str:
+    return (
+        f"UPDATE audit_head SET length = {marker}, head_hash = {marker}, recorded_at = {marker} WHERE id = 1"
+    )
 
 
 @dataclass(frozen=True)
@@ -124,7 +135,9 @@ class AuditLog:
         self.checkpoint_every = checkpoint_every
         self._lock = threading.Lock()
         self._postgres = engine.dialect.name == "postgresql"
-        self._insert = _insert_sql(engine.dialect.paramstyle)
+        marker = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        self._insert = _insert_sql(marker)
+        self._move_head = _move_head_sql(marker)
         if engine.dialect.name == "sqlite":
             tune_sqlite(engine)
 
@@ -132,22 +145,25 @@ class AuditLog:
 
     def _lock_head(self, conn: Connection) -> Head:
         if self._postgres:
-            stmt = (
-                sa.select(audit_head.c.length, audit_head.c.head_hash, audit_head.c.recorded_at)
-                .where(audit_head.c.id == 1)
-                .with_for_update()
-            )
-            row = conn.execute(stmt).one()
+            row = conn.exec_driver_sql(_HEAD_COLUMNS + " FOR UPDATE").one()
         else:
             # Writing first takes SQLite's write lock before the snapshot is read (a read-then-write
             # transaction could otherwise fail with SQLITE_BUSY_SNAPSHOT under concurrent writers).
-            conn.execute(sa.update(audit_head).where(audit_head.c.id == 1).values(length=audit_head.c.length))
-            row = conn.execute(
-                sa.select(audit_head.c.length, audit_head.c.head_hash, audit_head.c.recorded_at).where(
-                    audit_head.c.id == 1
-                )
-            ).one()
+            conn.exec_driver_sql(_TOUCH_HEAD)
+            row = conn.exec_driver_sql(_HEAD_COLUMNS).one()
         return Head(int(row.length), str(row.head_hash), row.recorded_at)
+
+    def _insert_rows(self, conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+        if self._postgres:
+            # COPY streams the batch as one statement, where a pipelined executemany sends every row
+            # as its own prepared INSERT (client CPU per event down by about a third). It needs only
+            # the INSERT privilege the writer role has, and runs in this transaction, under the head lock.
+            with conn.connection.dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
+                with cursor.copy(_COPY) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+        else:
+            conn.exec_driver_sql(self._insert, rows)
 
     def head(self) -> Head:
         with self.engine.connect() as conn:
@@ -180,6 +196,7 @@ class AuditLog:
             length, prev_hash = head.length, head.head_hash
             # recorded_at never goes backwards along seq, so a time range is a seq range.
             recorded_at = max(now_stamp(), head.recorded_at or "")
+            recorder = recorded_by.as_json()
             rows: list[tuple[Any, ...]] = []
             results: list[AppendResult] = []
             for event in dumped:
@@ -196,27 +213,22 @@ class AuditLog:
                     results.append(AppendResult(event_id, earlier[0], True))
                     continue
                 length += 1
-                record = build_record(
-                    event, seq=length, recorded_at=recorded_at, recorded_by=recorded_by, prev_hash=prev_hash
-                )
                 try:
-                    canonical, prev_hash = seal(record)
+                    record, prev_hash, row = sealed_row(
+                        event, seq=length, recorded_at=recorded_at, recorded_by=recorder, prev_hash=prev_hash
+                    )
                 except ValueError as exc:  # rfc8785 refuses numbers JSON cannot carry exactly
                     raise Unprocessable(
                         f"event {event_id}: detail holds a number that has no exact JSON form ({exc}); "
                         "send it as a string",
                         code="not-canonicalisable",
                     ) from None
-                rows.append(row_for(record, canonical, prev_hash))
+                rows.append(row)
                 stored[event_id] = (length, record)
                 results.append(AppendResult(event_id, length, False))
             if rows:
-                conn.exec_driver_sql(self._insert, rows)
-                conn.execute(
-                    sa.update(audit_head)
-                    .where(audit_head.c.id == 1)
-                    .values(length=length, head_hash=prev_hash, recorded_at=recorded_at)
-                )
+                self._insert_rows(conn, rows)
+                conn.exec_driver_sql(self._move_head, (length, prev_hash, recorded_at))
                 last = self._last_checkpoint_length(conn)
                 if length - last >= self.checkpoint_every:
                     self._sign(conn, length, prev_hash)
@@ -226,9 +238,7 @@ class AuditLog:
 
     @staticmethod
     def _last_checkpoint_length(conn: Connection) -> int:
-        return int(
-            conn.execute(sa.select(sa.func.coalesce(sa.func.max(audit_checkpoints.c.length), 0))).scalar_one()
-        )
+        return int(conn.exec_driver_sql(_LAST_CHECKPOINT).scalar_one())
 
     def _sign(self, conn: Connection, length: int, head_hash: str) -> Checkpoint:
         issued_at = now_stamp()
