@@ -1,0 +1,74 @@
+"""The sequencer's one-pass `sealed_row` stores exactly what the step-by-step path does, and its
+bytes are the RFC 8785 form of the record: the chain's hashes depend on both."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cef_audit.log.records import Recorder, build_record, row_for, seal, sealed_row
+from cef_common.audit import AuditEventIn
+
+detail_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=12),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+maybe_text = st.none() | st.text(min_size=1, max_size=12)
+
+events = st.builds(
+    lambda action, outcome, sub, org, client, entity, purpose, detail: AuditEventIn(
+        action=action,
+        type="invoice.submit",
+        outcome=outcome,
+        actor={"sub": sub, "org": org, "client": client},
+        source="cef-api",
+        entity=entity,
+        purpose=purpose,
+        detail=detail,
+    ).model_dump(mode="json"),
+    st.sampled_from(["create", "read", "update", "delete", "execute"]),
+    st.sampled_from(["success", "failure", "denied"]),
+    st.text(min_size=1, max_size=12),
+    maybe_text,
+    maybe_text,
+    st.none()
+    | st.builds(
+        lambda t, i, c: {"type": t, "id": i, "count": c},
+        st.text(min_size=1, max_size=8),
+        maybe_text,
+        st.none() | st.integers(min_value=0, max_value=10**9),
+    ),
+    maybe_text,
+    st.dictionaries(st.text(max_size=8), detail_values, max_size=4),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(event=events, seq=st.integers(min_value=1, max_value=10**9))
+def test_sealed_row_equals_the_step_by_step_path(event: dict[str, Any], seq: int) -> None:
+    recorder = Recorder(sub="cef-api", issuer="cef-api", client="cef-api")
+    prev = hashlib.sha256(str(seq).encode()).hexdigest()
+    stamp = "2026-11-23T12:00:00.000000Z"
+
+    record, digest, row = sealed_row(
+        event, seq=seq, recorded_at=stamp, recorded_by=recorder.as_json(), prev_hash=prev
+    )
+    expected_record = build_record(event, seq=seq, recorded_at=stamp, recorded_by=recorder, prev_hash=prev)
+    canonical, expected_digest = seal(expected_record)
+
+    assert record == expected_record
+    assert digest == expected_digest
+    assert row == row_for(expected_record, canonical, expected_digest)
+    assert canonical == rfc8785.dumps(expected_record)
+    assert digest == hashlib.sha256(rfc8785.dumps(expected_record)).hexdigest()
