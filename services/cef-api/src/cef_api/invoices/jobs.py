@@ -26,6 +26,7 @@ from sqlmodel import Session
 
 from cef_api.config import Settings
 from cef_api.invoices import repository
+from cef_api.invoices.audit import record_invoice_event
 from cef_api.invoices.models import Invoice, InvoiceStatus
 from cef_api.invoices.schemas import pennies
 from cef_api.locks import transaction_lock
@@ -38,12 +39,10 @@ from cef_api.validation.csvfile import count_backing_data
 from cef_api.validation.engine import PreparedLine, SummaryAccumulator, validate_line
 from cef_api.validation.prepared import prepare_backing_data
 from cef_api.validation.types import DuplicateKey, InvoiceHeader, LineOutcome
-from cef_common.audit import build_event, record_event
 from cef_common.auth import Principal
 
 log = structlog.get_logger(__name__)
 
-SOURCE = "cef-api"
 SERVICE_PRINCIPAL = Principal(sub="cef-api", issuer="cef-api", scopes=frozenset(), client="cef-api")
 RESTART_REASON = (
     "the service restarted while this invoice was being validated; its backing data was held only "
@@ -391,27 +390,23 @@ def _run(
             validated_pennies=pennies(result.validated_amount),
             validated_at=datetime.now(UTC),
         )
-        record_event(
+        record_invoice_event(
             session,
-            build_event(
-                source=SOURCE,
-                action="execute",
-                type="invoice.validate",
-                outcome="success",
-                principal=SERVICE_PRINCIPAL,
-                entity_type="invoice",
-                entity_id=invoice.id,
-                count=result.lines,
-                detail={
-                    "provider_code": invoice.provider_code,
-                    "commissioner_code": invoice.commissioner_code,
-                    "valid": result.valid,
-                    "query": result.query,
-                    "rejected": result.rejected,
-                    "reference_versions": snapshot.versions,
-                    "seconds": round(time.perf_counter() - started, 3),
-                },
-            ),
+            action="execute",
+            type="invoice.validate",
+            outcome="success",
+            principal=SERVICE_PRINCIPAL,
+            entity_id=invoice.id,
+            count=result.lines,
+            detail={
+                "provider_code": invoice.provider_code,
+                "commissioner_code": invoice.commissioner_code,
+                "valid": result.valid,
+                "query": result.query,
+                "rejected": result.rejected,
+                "reference_versions": snapshot.versions,
+                "seconds": round(time.perf_counter() - started, 3),
+            },
         )
         prune_superseded(session)
         session.commit()
@@ -440,18 +435,14 @@ def fail_invoice(engine: Engine, seq: int, reason: str) -> None:
             claimed_pennies=0,
             validated_pennies=0,
         )
-        record_event(
+        record_invoice_event(
             session,
-            build_event(
-                source=SOURCE,
-                action="execute",
-                type="invoice.validate",
-                outcome="failure",
-                principal=SERVICE_PRINCIPAL,
-                entity_type="invoice",
-                entity_id=invoice.id,
-                detail={"reason": reason[:300]},
-            ),
+            action="execute",
+            type="invoice.validate",
+            outcome="failure",
+            principal=SERVICE_PRINCIPAL,
+            entity_id=invoice.id,
+            detail={"reason": reason[:300]},
         )
         session.commit()
 

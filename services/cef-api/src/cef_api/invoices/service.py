@@ -22,6 +22,7 @@ from sqlmodel import Session
 
 from cef_api.config import Settings
 from cef_api.invoices import jobs, repository
+from cef_api.invoices.audit import SOURCE, record_invoice_event
 from cef_api.invoices.exceptions import (
     DuplicateInvoice,
     IdempotencyKeyReused,
@@ -55,7 +56,6 @@ from cef_common.errors import AppError, BadRequest, Forbidden, NotFound
 
 log = structlog.get_logger(__name__)
 
-SOURCE = "cef-api"
 SUBMIT, VALIDATE, READ = "invoices:submit", "invoices:validate", "invoices:read"
 OUTCOMES = ("valid", "query", "rejected")
 MAX_PAGE = 5000
@@ -125,17 +125,13 @@ def _check_against_reference(session: Session, header: InvoiceHeaderIn) -> None:
 
 def _audit_refusal(engine: Engine, principal: Principal, exc: AppError, provider_code: str | None) -> None:
     with Session(engine) as session:
-        record_event(
+        record_invoice_event(
             session,
-            build_event(
-                source=SOURCE,
-                action="create",
-                type="invoice.submit",
-                outcome="denied" if exc.status in (401, 403) else "failure",
-                principal=principal,
-                entity_type="invoice",
-                detail={"code": exc.code, "status": exc.status, "provider_code": provider_code},
-            ),
+            action="create",
+            type="invoice.submit",
+            outcome="denied" if exc.status in (401, 403) else "failure",
+            principal=principal,
+            detail={"code": exc.code, "status": exc.status, "provider_code": provider_code},
         )
         session.commit()
 
@@ -222,23 +218,19 @@ def _store(
         with Session(engine, expire_on_commit=False) as session:
             session.add(invoice)
             session.flush()
-            record_event(
+            record_invoice_event(
                 session,
-                build_event(
-                    source=SOURCE,
-                    action="create",
-                    type="invoice.submit",
-                    outcome="success",
-                    principal=principal,
-                    entity_type="invoice",
-                    entity_id=invoice.id,
-                    detail={
-                        "invoice_number": header.invoice_number,
-                        "provider_code": header.provider_code,
-                        "commissioner_code": header.commissioner_code,
-                        "backing_bytes": spool.size,
-                    },
-                ),
+                action="create",
+                type="invoice.submit",
+                outcome="success",
+                principal=principal,
+                entity_id=invoice.id,
+                detail={
+                    "invoice_number": header.invoice_number,
+                    "provider_code": header.provider_code,
+                    "commissioner_code": header.commissioner_code,
+                    "backing_bytes": spool.size,
+                },
             )
             session.commit()
     except IntegrityError:
@@ -467,19 +459,15 @@ def list_lines(
     next_cursor = str(page[-1].line_no) if len(rows) > limit else None
     if role is Role.PROVIDER:
         return LinePage(items=[_line_out(r) for r in page], next_cursor=next_cursor)
-    record_event(
+    record_invoice_event(
         session,
-        build_event(
-            source=SOURCE,
-            action="read",
-            type="invoice.lines.read",
-            outcome="success",
-            principal=principal,
-            entity_type="invoice",
-            entity_id=invoice.id,
-            count=len(page),
-            detail={"outcome": outcome, "with": "patient_token"},
-        ),
+        action="read",
+        type="invoice.lines.read",
+        outcome="success",
+        principal=principal,
+        entity_id=invoice.id,
+        count=len(page),
+        detail={"outcome": outcome, "with": "patient_token"},
     )
     return LineDetailPage(items=[_line_detail(r) for r in page], next_cursor=next_cursor)
 
@@ -564,23 +552,19 @@ def approve(session: Session, *, principal: Principal, invoice_id: str) -> Invoi
     invoice.decided_at = datetime.now(UTC)
     invoice.decided_by = principal.sub[:200]
     session.add(invoice)
-    record_event(
+    record_invoice_event(
         session,
-        build_event(
-            source=SOURCE,
-            action="update",
-            type="invoice.approve",
-            outcome="success",
-            principal=principal,
-            entity_type="invoice",
-            entity_id=invoice.id,
-            detail={
-                "status": invoice.status,
-                "approved_amount": money(total),
-                "lines_paid": paid,
-                "lines_unpaid": unpaid,
-            },
-        ),
+        action="update",
+        type="invoice.approve",
+        outcome="success",
+        principal=principal,
+        entity_id=invoice.id,
+        detail={
+            "status": invoice.status,
+            "approved_amount": money(total),
+            "lines_paid": paid,
+            "lines_unpaid": unpaid,
+        },
     )
     session.flush()
     return invoice_out(invoice)
@@ -636,18 +620,14 @@ def purge(
         stamp = datetime.now(UTC)
         for seq in seqs:
             repository.update_invoice(session, seq, purged_at=stamp)
-        record_event(
+        record_invoice_event(
             session,
-            build_event(
-                source=SOURCE,
-                action="delete",
-                type="invoice.purge",
-                outcome="success",
-                principal=principal,
-                entity_type="invoice",
-                count=len(seqs),
-                detail={"older_than_days": older_than_days, "lines": lines, "cutoff": cutoff.isoformat()},
-            ),
+            action="delete",
+            type="invoice.purge",
+            outcome="success",
+            principal=principal,
+            count=len(seqs),
+            detail={"older_than_days": older_than_days, "lines": lines, "cutoff": cutoff.isoformat()},
         )
         session.commit()
     log.info("retention_purge", invoices=len(seqs), lines=lines)
