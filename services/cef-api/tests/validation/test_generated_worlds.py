@@ -11,11 +11,11 @@ import pytest
 
 from cef_api.reference.parsers import parse_dataset
 from cef_api.validation.csvfile import read_backing_data
-from cef_api.validation.engine import prepare_line, summarise, validate_line
+from cef_api.validation.engine import summarise
 from cef_api.validation.memory import InMemoryDuplicateIndex, InMemoryReferenceData
 from cef_api.validation.types import InvoiceHeader
 
-from .factories import fake_tokenise
+from .factories import fake_tokenise, run
 
 BENCHMARKS = Path(__file__).resolve().parents[4] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -47,21 +47,12 @@ def test_generated_world_outcomes(seed: int) -> None:
             date.fromisoformat(h["period_start"]),
             date.fromisoformat(h["period_end"]),
         )
-        outcomes = []
-        for raw in read_backing_data([invoice.backing[:1000], invoice.backing[1000:]]):
-            line = prepare_line(raw)
-            outcomes.append(
-                validate_line(
-                    line,
-                    nhs_token=fake_tokenise("nhs_number", line.nhs_number) if line.nhs_number else None,
-                    dob_token=fake_tokenise("date_of_birth", line.date_of_birth.isoformat())
-                    if line.date_of_birth
-                    else None,
-                    header=header,
-                    reference=reference,
-                    duplicates=duplicates,
-                )
-            )
+        outcomes = run(
+            reference,
+            list(read_backing_data([invoice.backing[:1000], invoice.backing[1000:]])),
+            invoice=header,
+            duplicates=duplicates,
+        )
         got = [
             (
                 o.line_ref or "",

@@ -31,12 +31,12 @@ from hypothesis import strategies as st
 
 from cef_api.reference.parsers import parse_dataset
 from cef_api.validation.csvfile import read_backing_data
-from cef_api.validation.engine import prepare_line, summarise, validate_line
+from cef_api.validation.engine import summarise
 from cef_api.validation.memory import InMemoryDuplicateIndex, InMemoryReferenceData
 from cef_api.validation.types import InvoiceHeader
 from cef_common.testing import SHARED_DIR
 
-from .factories import fake_tokenise
+from .factories import fake_tokenise, run
 
 # ================================================================================================
 # The oracle: validation-rules.md, read literally, as simply as possible.
@@ -369,21 +369,7 @@ def engine_invoice(
         header.period_start,
         header.period_end,
     )
-    outcomes = []
-    for raw in read_backing_data(chunks):
-        line = prepare_line(raw)
-        outcomes.append(
-            validate_line(
-                line,
-                nhs_token=fake_tokenise("nhs_number", line.nhs_number) if line.nhs_number else None,
-                dob_token=fake_tokenise("date_of_birth", line.date_of_birth.isoformat())
-                if line.date_of_birth
-                else None,
-                header=invoice,
-                reference=reference,
-                duplicates=duplicates,
-            )
-        )
+    outcomes = run(reference, list(read_backing_data(chunks)), invoice=invoice, duplicates=duplicates)
     decisions = [
         (
             o.line_ref or "",

@@ -13,12 +13,12 @@ import pytest
 
 from cef_api.reference.parsers import FILENAMES, parse_dataset
 from cef_api.validation.csvfile import read_backing_data
-from cef_api.validation.engine import prepare_line, summarise, validate_line
+from cef_api.validation.engine import summarise
 from cef_api.validation.memory import InMemoryDuplicateIndex, InMemoryReferenceData
 from cef_api.validation.types import InvoiceHeader
 from cef_common.testing import SHARED_DIR
 
-from .factories import fake_tokenise
+from .factories import fake_tokenise, run
 
 SAMPLE = SHARED_DIR / "data/sample"
 EPRACCUR = SHARED_DIR / "data/reference/epraccur.csv"
@@ -87,20 +87,9 @@ def test_world_reproduces_expected_outcomes_exactly(world: Path, epraccur: Path)
         header = _header(world / "invoices" / f"{name}.json")
         # Odd chunk sizes: the reader must not care where the bytes are cut.
         data = (world / "invoices" / f"{name}.csv").read_bytes()
-        outcomes = []
-        for raw in read_backing_data(_chunks(data, 7 + 97 * number)):
-            line = prepare_line(raw)
-            outcome = validate_line(
-                line,
-                nhs_token=fake_tokenise("nhs_number", line.nhs_number) if line.nhs_number else None,
-                dob_token=fake_tokenise("date_of_birth", line.date_of_birth.isoformat())
-                if line.date_of_birth
-                else None,
-                header=header,
-                reference=reference,
-                duplicates=duplicates,
-            )
-            outcomes.append(outcome)
+        raw_lines = list(read_backing_data(_chunks(data, 7 + 97 * number)))
+        outcomes = run(reference, raw_lines, invoice=header, duplicates=duplicates)
+        for outcome in outcomes:
             got_lines.append(
                 {
                     "invoice_number": header.invoice_number,
