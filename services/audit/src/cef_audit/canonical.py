@@ -16,7 +16,8 @@ import rfc8785
 _MAX_SAFE_INTEGER = 2**53 - 1
 
 
-def _fast_path_exact(value: Any) -> bool:
+def fast_path_exact(value: Any) -> bool:
+    """Whether orjson with sorted keys writes exactly the RFC 8785 bytes of `value`."""
     kind = type(value)
     if kind is dict:
         # Flat objects of strings and small integers (every audit `detail` seen so far) are checked
@@ -30,7 +31,7 @@ def _fast_path_exact(value: Any) -> bool:
             if vkind is int:
                 if not -_MAX_SAFE_INTEGER <= v <= _MAX_SAFE_INTEGER:
                     return False
-            elif not _fast_path_exact(v):
+            elif not fast_path_exact(v):
                 return False
         return True
     if value is None or value is True or value is False or kind is str:
@@ -38,17 +39,12 @@ def _fast_path_exact(value: Any) -> bool:
     if kind is int:
         return bool(-_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER)
     if kind is list:
-        return all(_fast_path_exact(v) for v in value)
+        return all(fast_path_exact(v) for v in value)
     return False
-
-
-def fast_path_exact(value: Any) -> bool:
-    """Whether orjson with sorted keys writes exactly the RFC 8785 bytes of `value`."""
-    return _fast_path_exact(value)
 
 
 def canonical_json(value: Any) -> bytes:
     """The RFC 8785 serialisation of a JSON value (dict, list, str, int, float, bool, None)."""
-    if _fast_path_exact(value):
+    if fast_path_exact(value):
         return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
     return bytes(rfc8785.dumps(value))

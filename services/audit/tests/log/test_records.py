@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import pytest
 import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -72,3 +73,29 @@ def test_sealed_row_equals_the_step_by_step_path(event: dict[str, Any], seq: int
     assert row == row_for(expected_record, canonical, expected_digest)
     assert canonical == rfc8785.dumps(expected_record)
     assert digest == hashlib.sha256(rfc8785.dumps(expected_record)).hexdigest()
+
+
+@pytest.mark.parametrize("count", [2**53 - 1, -(2**53) + 1, 2**53, -(2**53), 2**63])
+def test_entity_counts_at_the_edge_of_exact_json(count: int) -> None:
+    # Integers beyond ±(2**53 - 1) have no exact JSON form: refused exactly as the reference refuses.
+    event = AuditEventIn(
+        action="read",
+        type="invoice.read",
+        outcome="success",
+        actor={"sub": "u"},
+        source="cef-api",
+        entity={"type": "invoice", "count": count},
+    ).model_dump(mode="json")
+    recorder = Recorder(sub="cef-api")
+    stamp, prev = "2026-11-23T12:00:00.000000Z", "0" * 64
+    expected = build_record(event, seq=1, recorded_at=stamp, recorded_by=recorder, prev_hash=prev)
+    if abs(count) < 2**53:
+        _, digest, _ = sealed_row(
+            event, seq=1, recorded_at=stamp, recorded_by=recorder.as_json(), prev_hash=prev
+        )
+        assert digest == hashlib.sha256(rfc8785.dumps(expected)).hexdigest()
+    else:
+        with pytest.raises(rfc8785.IntegerDomainError, match="safe integer"):
+            rfc8785.dumps(expected)
+        with pytest.raises(rfc8785.IntegerDomainError, match="safe integer"):
+            sealed_row(event, seq=1, recorded_at=stamp, recorded_by=recorder.as_json(), prev_hash=prev)

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from cef_audit.canonical import canonical_json, fast_path_exact
+from cef_audit.canonical import _MAX_SAFE_INTEGER, canonical_json, fast_path_exact
 
 # The fields of a stored record besides the producer's event; `hash` is SHA-256 over the RFC 8785
 # serialisation of everything else, so an exported record can be checked on its own.
@@ -77,14 +77,17 @@ def sealed_row(
         "recorded_by": recorded_by,
         "prev_hash": prev_hash,
     }
+    # A dumped event has every field (None when unset), so plain indexing is safe.
     actor = event["actor"]
-    entity = event.get("entity")
+    entity = event["entity"]
     if entity is None:
         entity_type = entity_id = count = None
     else:
-        entity_type, entity_id, count = entity.get("type"), entity.get("id"), entity.get("count")
+        entity_type, entity_id, count = entity["type"], entity["id"], entity["count"]
     # As in `seal`: only `detail` and an entity count can need the reference serialiser.
-    if fast_path_exact(event.get("detail")) and (count is None or fast_path_exact(count)):
+    if (count is None or (type(count) is int and -_MAX_SAFE_INTEGER <= count <= _MAX_SAFE_INTEGER)) and (
+        fast_path_exact(event["detail"])
+    ):
         canonical = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
     else:
         canonical = canonical_json(record)
@@ -97,8 +100,8 @@ def sealed_row(
         event["type"],
         event["outcome"],
         actor["sub"],
-        actor.get("org"),
-        actor.get("client"),
+        actor["org"],
+        actor["client"],
         event["source"],
         entity_type,
         entity_id,
