@@ -67,6 +67,8 @@ def api_settings(data_dir: Path, database_url: str, tokeniser_url: str, **overri
         "tokeniser_url": tokeniser_url,
         "audit_url": "http://127.0.0.1:9",
         "http_retries": 0,
+        # Worker processes take a second or two to start: tests that want them ask for them.
+        "validation_processes": 0,
         **overrides,
     }
     return Settings(**values)

@@ -38,6 +38,9 @@ class Settings(BaseServiceSettings):
 
     # Lines handled together: one tokeniser call per kind, one reference prefetch, one bulk insert.
     validation_batch_lines: int = Field(default=100_000, ge=1)
+    # Worker processes that assess the batches of background validations side by side (0: in the
+    # service process). Each holds its own copy of the reference snapshot while it is in use.
+    validation_processes: int = Field(default=2, ge=0, le=64)
     # A patient trace and registrations up to this many rows in all are read into memory once per
     # validation job; bigger ones are read per batch, for the batch's patients only.
     reference_memory_rows: int = Field(default=1_000_000, ge=0)

@@ -16,6 +16,7 @@ from cef_api.config import Settings
 from cef_api.invoices import jobs
 from cef_api.invoices import service as invoice_service
 from cef_api.invoices.router import router as invoices_router
+from cef_api.invoices.workers import ValidationPool
 from cef_api.reference.router import router as reference_router
 from cef_api.seed import seed_reference
 from cef_api.spool import SpoolCipher, clear_spool_directory
@@ -66,7 +67,9 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractContextManager[
             )
         worker: jobs.ValidationWorker | None = None
         if settings.worker_enabled:
-            worker = jobs.ValidationWorker(engine, tokeniser, settings)
+            processes = settings.validation_processes
+            pool = ValidationPool(settings, processes) if processes else None
+            worker = jobs.ValidationWorker(engine, tokeniser, settings, pool=pool)
             worker.start()
         app.state.validation_worker = worker
         timer: RetentionTimer | None = None

@@ -16,11 +16,22 @@ import sqlalchemy as sa
 from api_support import api_settings, running_api
 
 
+@pytest.mark.parametrize("processes", [0, 2], ids=["in-process", "worker-processes"])
 async def test_large_file_returns_202_and_validates_in_the_background(
-    data_dir: Path, sqlite_api_db: str, tokeniser: Any, dev_issuer: Any, world: generate_world.World
+    data_dir: Path,
+    sqlite_api_db: str,
+    tokeniser: Any,
+    dev_issuer: Any,
+    world: generate_world.World,
+    processes: int,
 ) -> None:
     settings = api_settings(
-        data_dir, sqlite_api_db, tokeniser.url, async_threshold_bytes=10, validation_batch_lines=7
+        data_dir,
+        sqlite_api_db,
+        tokeniser.url,
+        async_threshold_bytes=10,
+        validation_batch_lines=7,
+        validation_processes=processes,
     )
     async with running_api(settings, dev_issuer) as api:
         await api.load_world(world)
@@ -88,11 +99,21 @@ async def test_restart_fails_interrupted_validations_cleanly(
 
 
 @pytest.mark.parametrize("db_kind", ["postgresql"])
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"async_threshold_bytes": 10, "validation_batch_lines": 5, "validation_processes": 2}],
+    ids=["as-submitted", "background-worker-processes"],
+)
 async def test_concurrent_submissions_of_one_provider_count_duplicates_once(
-    data_dir: Path, api_db: str, tokeniser: Any, dev_issuer: Any, world: generate_world.World
+    data_dir: Path,
+    api_db: str,
+    tokeniser: Any,
+    dev_issuer: Any,
+    world: generate_world.World,
+    overrides: dict[str, Any],
 ) -> None:
     """Five invoices with the same activity submitted at once: exactly one may count it."""
-    settings = api_settings(data_dir, api_db, tokeniser.url)
+    settings = api_settings(data_dir, api_db, tokeniser.url, **overrides)
     inv = world.invoices[0]
     async with running_api(settings, dev_issuer) as api:
         await api.load_world(world)

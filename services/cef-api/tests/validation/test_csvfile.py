@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import csv
+import io
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cef_api.validation.csvfile import REQUIRED_COLUMNS, BackingDataError, RawLine, read_backing_data
+from cef_api.validation.csvfile import (
+    REQUIRED_COLUMNS,
+    BackingBatch,
+    BackingDataError,
+    RawLine,
+    count_backing_data,
+    read_backing_data,
+    read_backing_values,
+    read_batch_values,
+    split_backing_batches,
+    survey_backing_data,
+)
+from cef_api.validation.prepared import PREPARED_COLUMNS, prepare_backing_data, prepare_batch
 
 HEADER = "line_ref,nhs_number,date_of_birth,postcode,point_of_delivery,hrg_code,activity_date,amount"
 ROW1 = "00001,943 476 5919,1980-01-01,ts18 1hu,dc,hn12a,2019-07-10,2874.30"
@@ -196,3 +211,67 @@ def test_every_single_cut_and_byte_by_byte() -> None:
     for cut in range(1, len(data)):
         assert list(read_backing_data([data[:cut], b"", data[cut:]])) == whole
     assert read(data, chunk=1) == whole
+
+
+# --- batches cut where the structural pass noted ----------------------------------------------------
+
+_CELL = st.sampled_from(["", " ", "a", "x,y", 'say "hi"', "two\nlines", "cr\rlf\r\n", "é\u2028", "  pad  "])
+_ENDINGS = st.sampled_from(["\n", "\r\n"])
+
+
+@st.composite
+def _files(draw: st.DrawFn) -> bytes:
+    """A file the structural pass accepts: quoted fields holding commas, quotes and line breaks,
+    blank rows, rows of another width, either line ending, an optional BOM and no final ending."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator=draw(_ENDINGS))
+    header = ["extra", "line_ref", "nhs_number", "amount", "point_of_delivery", "hrg_code", "activity_date"]
+    writer.writerow(header)
+    for n in range(draw(st.integers(min_value=0, max_value=25))):
+        kind = draw(st.sampled_from(["row", "row", "row", "blank", "short", "long", "no-ref"]))
+        if kind == "blank":
+            writer.writerow(draw(st.sampled_from([[], [""], ["", " ", ""]])))
+            continue
+        cells = [draw(_CELL) for _ in header]
+        cells[1] = "" if kind == "no-ref" else f"ref{n}"
+        if kind == "short":
+            cells = cells[:3]
+        elif kind == "long":
+            cells += ["surplus"]
+        writer.writerow(cells)
+    text = out.getvalue()
+    if draw(st.booleans()):
+        text = text.rstrip("\r\n")
+    return (("\ufeff" if draw(st.booleans()) else "") + text).encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(_files(), st.integers(min_value=1, max_value=8), st.integers(min_value=1, max_value=64))
+def test_batches_cut_where_the_survey_noted_read_as_the_whole_file_does(
+    data: bytes, batch_lines: int, chunk: int
+) -> None:
+    chunks = [data[i : i + chunk] for i in range(0, len(data), chunk)]
+    whole = list(read_backing_values(chunks, PREPARED_COLUMNS))
+    survey = survey_backing_data(chunks, batch_lines=batch_lines)
+    assert survey.lines == len(whole) == count_backing_data(chunks)
+    layout, batches = split_backing_batches(chunks, survey, PREPARED_COLUMNS)
+    cut = list(batches)
+    assert all(b.lines == batch_lines for b in cut[:-1])
+    assert [row for b in cut for row in read_batch_values(b, layout)] == whole
+    assert [line for b in cut for line in prepare_batch(b, layout)] == list(prepare_backing_data(chunks))
+
+
+def test_a_batch_that_does_not_hold_the_rows_counted_is_refused() -> None:
+    data = f"{HEADER}\n{ROW1}\n{ROW2}\n".encode()
+    survey = survey_backing_data([data], batch_lines=1)
+    layout, batches = split_backing_batches([data], survey, PREPARED_COLUMNS)
+    first = next(batches)
+    wrong = BackingBatch(first.first_line_no, first.lines + 1, first.text)
+    with pytest.raises(RuntimeError, match="held 1 rows where 2 were counted"):
+        list(read_batch_values(wrong, layout))
+
+
+def test_split_needs_a_survey_of_batches() -> None:
+    data = f"{HEADER}\n{ROW1}\n".encode()
+    with pytest.raises(ValueError, match="batch_lines"):
+        split_backing_batches([data], survey_backing_data([data]), PREPARED_COLUMNS)

@@ -1,14 +1,15 @@
-"""Validation of an invoice's backing data: streaming parse, batches of lines tokenised in one
-call per kind, reference rows prefetched per batch, bulk inserts, progress after each batch.
+"""Validation of an invoice's backing data: batches of whole records cut where the structural pass
+noted, tokenised in one call per kind, assessed (in this process or in worker processes), settled
+for duplicates in line order, bulk inserted, progress after each batch.
 
 One invoice of a chain (same provider and commissioner) is validated at a time, in submission
 order (`repository.try_claim`), so duplicate detection across invoices stays exact however many
 submissions arrive together. Synchronous submissions run here in the request's worker thread;
-large ones run on `ValidationWorker`, a thread of the service process."""
+large ones run on `ValidationWorker`, a thread of the service process, with their batches
+assessed in its `ValidationPool` of worker processes when one is configured."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -16,9 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from itertools import islice
-from typing import Any
+from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy import Engine
@@ -27,18 +26,26 @@ from sqlmodel import Session
 from cef_api.config import Settings
 from cef_api.invoices import repository
 from cef_api.invoices.audit import record_invoice_event
+from cef_api.invoices.batches import (
+    AssessedBatch,
+    TokenisedBatch,
+    assess_batch,
+    settle_duplicates,
+    tokenise_batch,
+)
 from cef_api.invoices.models import Invoice, InvoiceStatus
 from cef_api.invoices.schemas import pennies
+from cef_api.invoices.workers import ValidationPool
 from cef_api.locks import transaction_lock
 from cef_api.reference import repository as reference_repository
 from cef_api.reference.parsers import DATASETS
 from cef_api.reference.service import ReferenceSnapshot, prune_superseded
 from cef_api.spool import EncryptedSpool
 from cef_api.tokeniser_client import TokeniserClient
-from cef_api.validation.csvfile import count_backing_data
-from cef_api.validation.engine import PreparedLine, SummaryAccumulator, validate_line
-from cef_api.validation.prepared import prepare_backing_data
-from cef_api.validation.types import DuplicateKey, InvoiceHeader, LineOutcome
+from cef_api.validation.csvfile import BackingSurvey, split_backing_batches, survey_backing_data
+from cef_api.validation.engine import SummaryAccumulator
+from cef_api.validation.prepared import PREPARED_COLUMNS
+from cef_api.validation.types import InvoiceHeader
 from cef_common.auth import Principal
 
 log = structlog.get_logger(__name__)
@@ -50,61 +57,17 @@ RESTART_REASON = (
 )
 
 
-def dup_digest(key: DuplicateKey) -> str:
-    """The stored form of a duplicate key: equal keys give equal digests, nothing else is kept."""
-    text = "|".join(
-        (
-            key.provider_code.upper(),
-            key.commissioner_code.upper(),
-            key.nhs_token,
-            key.activity_date.isoformat(),
-            key.hrg_code.upper(),
-            key.point_of_delivery.upper(),
-        )
-    )
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-
-
 class JobDuplicateIndex:
-    """`DuplicateIndex` of one validation job: the digests of this invoice's countable lines so far,
-    plus those of earlier invoices of the chain, either all read at the start (a short history) or
-    read per batch for the batch's candidate keys (a long one)."""
+    """The duplicate-key digests of one validation job: this invoice's countable lines so far, plus
+    those of earlier invoices of the chain, either all read at the start (a short history) or read
+    per batch for the batch's candidate keys (a long one)."""
 
     def __init__(self, *, per_batch: bool, earlier: set[str] | None = None) -> None:
         self.per_batch = per_batch
-        self._keys: set[str] = earlier or set()
-        # The engine asks about a key, then adds it, then the line is stored with its digest:
-        # one digest serves all three.
-        self._last: tuple[DuplicateKey | None, str] = (None, "")
-        # `dup_digest`'s text in parts: the invoice's codes and the dates repeat on every line.
-        self._prefixes: dict[tuple[str, str], str] = {}
-        self._dates: dict[date, str] = {}
-
-    def digest(self, key: DuplicateKey) -> str:
-        """`dup_digest(key)`, its repeated parts built once."""
-        last_key, last_digest = self._last
-        if key is last_key:
-            return last_digest
-        codes = (key.provider_code, key.commissioner_code)
-        prefix = self._prefixes.get(codes)
-        if prefix is None:
-            prefix = self._prefixes[codes] = f"{codes[0].upper()}|{codes[1].upper()}|"
-        day = self._dates.get(key.activity_date)
-        if day is None:
-            day = self._dates[key.activity_date] = key.activity_date.isoformat()
-        text = f"{prefix}{key.nhs_token}|{day}|{key.hrg_code.upper()}|{key.point_of_delivery.upper()}"
-        digest = hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-        self._last = (key, digest)
-        return digest
-
-    def __contains__(self, key: DuplicateKey) -> bool:
-        return self.digest(key) in self._keys
-
-    def add(self, key: DuplicateKey) -> None:
-        self._keys.add(self.digest(key))
+        self.keys: set[str] = earlier or set()
 
     def extend(self, digests: set[str]) -> None:
-        self._keys.update(digests)
+        self.keys.update(digests)
 
     @classmethod
     def for_chain(cls, session: Session, invoice: Invoice, memory_rows: int) -> JobDuplicateIndex:
@@ -122,68 +85,13 @@ class JobDuplicateIndex:
         return cls(per_batch=False, earlier=keys)
 
 
-def count_lines(spool: EncryptedSpool) -> int:
+def survey_lines(spool: EncryptedSpool, batch_lines: int) -> BackingSurvey:
     """The structural pass: reads the whole file; BackingDataError (422) before anything is stored.
 
     Every submission passes it before its invoice exists, so validation reads the same (encrypted,
-    immutable) spool again without repeating its whole-file checks."""
-    return count_backing_data(spool.chunks())
-
-
-def _candidate_key(line: PreparedLine, header: InvoiceHeader, nhs_token: str | None) -> DuplicateKey | None:
-    if (
-        line.malformed
-        or nhs_token is None
-        or line.activity_date is None
-        or line.hrg_code is None
-        or line.point_of_delivery is None
-    ):
-        return None
-    return DuplicateKey(
-        provider_code=header.provider_code,
-        commissioner_code=header.commissioner_code,
-        nhs_token=nhs_token,
-        activity_date=line.activity_date,
-        hrg_code=line.hrg_code,
-        point_of_delivery=line.point_of_delivery,
-    )
-
-
-class _Dates(dict[date, str]):
-    """ISO text of the activity dates of one job (stored as such: see repository.insert_lines)."""
-
-    def __missing__(self, day: date) -> str:
-        value = self[day] = day.isoformat()
-        return value
-
-
-def _row(
-    seq: int,
-    outcome: LineOutcome,
-    duplicates: JobDuplicateIndex,
-    iso_dates: _Dates | None = None,
-) -> tuple[Any, ...]:
-    """A line as `repository.LINE_COLUMNS` orders it."""
-    to_iso = iso_dates if iso_dates is not None else _Dates()
-    expected, claimed, key = outcome.expected_amount, outcome.claimed_amount, outcome.duplicate_key
-    activity_date = outcome.activity_date
-    return (
-        seq,
-        outcome.line_no,
-        outcome.line_ref,
-        outcome.outcome.value,
-        # Reasons are StrEnums sorted by value (LineOutcome's contract): joined, they are their values.
-        ";".join(outcome.reasons),
-        outcome.responsible_commissioner,
-        pennies(expected) if expected is not None else None,
-        pennies(claimed) if claimed is not None else None,
-        outcome.nhs_token,
-        to_iso[activity_date] if activity_date is not None else None,
-        outcome.hrg_code,
-        outcome.point_of_delivery,
-        outcome.service_code,
-        duplicates.digest(key) if key is not None else None,
-    )
+    immutable) spool again without repeating its whole-file checks, cut into batches where this
+    pass noted."""
+    return survey_backing_data(spool.chunks(), batch_lines=batch_lines)
 
 
 def header_of(invoice: Invoice) -> InvoiceHeader:
@@ -197,45 +105,34 @@ def header_of(invoice: Invoice) -> InvoiceHeader:
     )
 
 
-@dataclass
-class _TokenisedBatch:
-    """A batch after the first stage: lines prepared and their identifiers turned into tokens."""
-
-    prepared: list[PreparedLine]
-    line_tokens: list[str | None]
-    dob_tokens: dict[date, str | None]
-    seconds: float
-
-
 STAGES_AHEAD = 2
 
 
-def _tokenised_batches(
-    spool: EncryptedSpool, *, size: int, snapshot: ReferenceSnapshot, tokeniser: TokeniserClient
-) -> Iterator[_TokenisedBatch]:
-    """Parse, prepare and tokenise batches ahead in a thread, so the tokeniser's work (another
-    process) overlaps this one's validation and inserts. Identifiers live only in these objects."""
-    # `count_lines` refused a repeated line_ref before the invoice existed: no need to check again.
-    lines = prepare_backing_data(spool.chunks(), check_repeats=False)
+def _inline_batches(
+    spool: EncryptedSpool,
+    survey: BackingSurvey,
+    *,
+    session: Session,
+    seq: int,
+    header: InvoiceHeader,
+    snapshot: ReferenceSnapshot,
+    tokeniser: TokeniserClient,
+) -> Iterator[AssessedBatch]:
+    """Batches assessed in this process: parsed, prepared and tokenised ahead in a thread, so the
+    tokeniser's work (another process) overlaps this one's validation and inserts."""
+    layout, batches = split_backing_batches(spool.chunks(), survey, PREPARED_COLUMNS)
 
-    def stage() -> _TokenisedBatch | None:
-        t0 = time.perf_counter()
-        prepared = list(islice(lines, size))
-        if not prepared:
+    def stage() -> TokenisedBatch | None:
+        batch = next(batches, None)
+        if batch is None:
             return None
-        nhs_values = sorted({p.nhs_number for p in prepared if p.nhs_number is not None})
-        dob_dates = sorted({p.date_of_birth for p in prepared if p.date_of_birth is not None})
-        nhs_tokens: dict[str, str | None] = {}
-        dob_tokens: dict[date, str | None] = {}
-        if nhs_values:
-            got = tokeniser.tokenise("nhs_number", nhs_values, key_version=snapshot.key_version)
-            nhs_tokens = dict(zip(nhs_values, got.tokens, strict=True))
-        if dob_dates:
-            dob_values = [d.isoformat() for d in dob_dates]
-            got = tokeniser.tokenise("date_of_birth", dob_values, key_version=snapshot.dob_key_version)
-            dob_tokens = dict(zip(dob_dates, got.tokens, strict=True))
-        line_tokens = [nhs_tokens.get(p.nhs_number) if p.nhs_number is not None else None for p in prepared]
-        return _TokenisedBatch(prepared, line_tokens, dob_tokens, time.perf_counter() - t0)
+        return tokenise_batch(
+            batch,
+            layout,
+            tokeniser=tokeniser,
+            key_version=snapshot.key_version,
+            dob_key_version=snapshot.dob_key_version,
+        )
 
     # Two batches ahead: while this thread waits for SQLite (which releases the GIL) the stage
     # thread goes on parsing rather than idling behind a finished batch. Stages run one at a time
@@ -243,65 +140,50 @@ def _tokenised_batches(
     # one queued behind it is cancelled or its batch dropped.
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="validation-stage")
     try:
-        ahead: deque[Future[_TokenisedBatch | None]] = deque(pool.submit(stage) for _ in range(STAGES_AHEAD))
+        ahead: deque[Future[TokenisedBatch | None]] = deque(pool.submit(stage) for _ in range(STAGES_AHEAD))
         while (current := ahead.popleft().result()) is not None:
             ahead.append(pool.submit(stage))
-            yield current
+            tokens = sorted({t for t in current.line_tokens if t is not None})
+            t0 = time.perf_counter()
+            reference = snapshot.for_patients(session, tokens)
+            prefetch = time.perf_counter() - t0
+            assessed = assess_batch(current, seq=seq, header=header, reference=reference)
+            assessed.seconds["prefetch_s"] = prefetch
+            yield assessed
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _validate_batch(
+def _settle_and_store(
     session: Session,
     *,
     seq: int,
-    batch: _TokenisedBatch,
-    header: InvoiceHeader,
-    snapshot: ReferenceSnapshot,
+    batch: AssessedBatch,
     duplicates: JobDuplicateIndex,
     summary: SummaryAccumulator,
-) -> None:
-    t1 = time.perf_counter()
-    prepared, line_tokens, dob_tokens = batch.prepared, batch.line_tokens, batch.dob_tokens
-    reference = snapshot.for_patients(session, sorted({t for t in line_tokens if t is not None}))
+) -> int:
+    t0 = time.perf_counter()
     if duplicates.per_batch:
-        candidates = {
-            dup_digest(k)
-            for p, t in zip(prepared, line_tokens, strict=True)
-            if (k := _candidate_key(p, header, t)) is not None
-        }
-        duplicates.extend(repository.existing_dup_keys(session, sorted(candidates)))
-    t2 = time.perf_counter()
-    rows: list[tuple[Any, ...]] = []
-    append, add, iso_dates = rows.append, summary.add, _Dates()
-    for line, nhs_token in zip(prepared, line_tokens, strict=True):
-        dob_token = dob_tokens.get(line.date_of_birth) if line.date_of_birth is not None else None
-        outcome = validate_line(
-            line,
-            nhs_token=nhs_token,
-            dob_token=dob_token,
-            header=header,
-            reference=reference,
-            duplicates=duplicates,
-        )
-        add(outcome)
-        append(_row(seq, outcome, duplicates, iso_dates))
-    t3 = time.perf_counter()
+        candidates = sorted({c for c in batch.candidates if c is not None})
+        duplicates.extend(repository.existing_dup_keys(session, candidates))
+    rows = settle_duplicates(batch, duplicates.keys, summary)
+    t1 = time.perf_counter()
     repository.insert_lines(session, rows)
     log.info(
         "validation_batch",
         invoice_seq=seq,
-        lines=len(prepared),
-        prepare_and_tokenise_s=round(batch.seconds, 3),
-        prefetch_s=round(t2 - t1, 3),
-        validate_s=round(t3 - t2, 3),
-        insert_s=round(time.perf_counter() - t3, 3),
+        lines=len(rows),
+        **{k: round(v, 3) for k, v in batch.seconds.items()},
+        settle_s=round(t1 - t0, 3),
+        insert_s=round(time.perf_counter() - t1, 3),
     )
+    return len(rows)
 
 
-def _pin_reference(session: Session, seq: int, settings: Settings) -> ReferenceSnapshot:
+def _pin_reference(session: Session, seq: int, memory_rows: int) -> ReferenceSnapshot:
     """Records the versions in force on the invoice (which keeps a concurrent load from pruning
-    them) and reads them; read again if a load replaced one in between."""
+    them) and reads them (the patients too when they fit in `memory_rows`); read again if a load
+    replaced one in between."""
     for _ in range(5):
         # PostgreSQL: a load holds its dataset's lock until it commits, so pin under all of them.
         for dataset in DATASETS:
@@ -311,7 +193,7 @@ def _pin_reference(session: Session, seq: int, settings: Settings) -> ReferenceS
         repository.update_invoice(session, seq, reference_versions=json.dumps(pinned), lines_done=0)
         session.commit()
         if reference_repository.versions_exist(session, pinned):
-            return ReferenceSnapshot.load(session, versions, memory_rows=settings.reference_memory_rows)
+            return ReferenceSnapshot.load(session, versions, memory_rows=memory_rows)
     raise RuntimeError("reference data kept changing while validation started")
 
 
@@ -320,13 +202,27 @@ def validate_invoice(
     *,
     seq: int,
     spool: EncryptedSpool,
+    survey: BackingSurvey,
     tokeniser: TokeniserClient,
     settings: Settings,
+    pool: ValidationPool | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> None:
-    """Validates a claimed invoice from scratch; any failure leaves it `failed` with no lines."""
+    """Validates a claimed invoice from scratch; any failure leaves it `failed` with no lines.
+
+    `survey` is the structural pass's (`survey_lines`); with a `pool`, batches are assessed in its
+    worker processes, otherwise in this one."""
     try:
-        _run(engine, seq=seq, spool=spool, tokeniser=tokeniser, settings=settings, on_batch=on_batch)
+        _run(
+            engine,
+            seq=seq,
+            spool=spool,
+            survey=survey,
+            tokeniser=tokeniser,
+            settings=settings,
+            pool=pool,
+            on_batch=on_batch,
+        )
     except Exception as exc:
         log.warning("validation_failed", invoice_seq=seq, error=type(exc).__name__)
         reason = getattr(exc, "detail", None) or f"validation failed unexpectedly ({type(exc).__name__})"
@@ -339,8 +235,10 @@ def _run(
     *,
     seq: int,
     spool: EncryptedSpool,
+    survey: BackingSurvey,
     tokeniser: TokeniserClient,
     settings: Settings,
+    pool: ValidationPool | None,
     on_batch: Callable[[int], None] | None,
 ) -> None:
     started = time.perf_counter()
@@ -353,29 +251,29 @@ def _run(
         assert invoice.status == InvoiceStatus.VALIDATING
         # A restarted job starts from nothing, so no line of it counts twice as a duplicate.
         repository.delete_lines(session, seq)
-        snapshot = _pin_reference(session, seq, settings)
+        # The workers read the patients themselves: here only the small datasets are needed.
+        snapshot = _pin_reference(session, seq, 0 if pool is not None else settings.reference_memory_rows)
         header = header_of(invoice)
         summary = SummaryAccumulator()
         done = 0
-        batches = _tokenised_batches(
-            spool, size=settings.validation_batch_lines, snapshot=snapshot, tokeniser=tokeniser
-        )
         duplicates = JobDuplicateIndex.for_chain(session, invoice, settings.reference_memory_rows)
-        for batch in batches:
-            _validate_batch(
-                session,
-                seq=seq,
-                batch=batch,
-                header=header,
-                snapshot=snapshot,
-                duplicates=duplicates,
-                summary=summary,
+        batches = (
+            pool.assessed_batches(spool, survey, seq=seq, header=header, versions=snapshot.versions)
+            if pool is not None
+            else _inline_batches(
+                spool, survey, session=session, seq=seq, header=header, snapshot=snapshot, tokeniser=tokeniser
             )
-            done += len(batch.prepared)
+        )
+        for batch in batches:
+            done += _settle_and_store(session, seq=seq, batch=batch, duplicates=duplicates, summary=summary)
             repository.update_invoice(session, seq, lines_done=done)
             session.commit()
             if on_batch is not None:
                 on_batch(done)
+        if done != survey.lines:
+            raise RuntimeError(
+                f"validation read {done} lines where the structural pass counted {survey.lines}"
+            )
         result = summary.result()
         repository.update_invoice(
             session,
@@ -411,7 +309,11 @@ def _run(
         prune_superseded(session)
         session.commit()
     log.info(
-        "invoice_validated", invoice_seq=seq, lines=done, seconds=round(time.perf_counter() - started, 3)
+        "invoice_validated",
+        invoice_seq=seq,
+        lines=done,
+        processes=pool.processes if pool is not None else 0,
+        seconds=round(time.perf_counter() - started, 3),
     )
 
 
@@ -471,27 +373,35 @@ def claim(engine: Engine, invoice: Invoice) -> bool:
 class _Job:
     invoice: Invoice
     spool: EncryptedSpool
+    survey: BackingSurvey
 
 
 class ValidationWorker:
     """Background validation in a thread of the service process, in submission order."""
 
     def __init__(
-        self, engine: Engine, tokeniser: TokeniserClient, settings: Settings, *, poll: float = 0.2
+        self,
+        engine: Engine,
+        tokeniser: TokeniserClient,
+        settings: Settings,
+        *,
+        pool: ValidationPool | None = None,
+        poll: float = 0.2,
     ) -> None:
         self.engine = engine
         self.tokeniser = tokeniser
         self.settings = settings
+        self.pool = pool
         self.poll = poll
         self._jobs: dict[int, _Job] = {}
         self._cond = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None
 
-    def enqueue(self, invoice: Invoice, spool: EncryptedSpool) -> None:
+    def enqueue(self, invoice: Invoice, spool: EncryptedSpool, survey: BackingSurvey) -> None:
         assert invoice.seq is not None
         with self._cond:
-            self._jobs[invoice.seq] = _Job(invoice, spool)
+            self._jobs[invoice.seq] = _Job(invoice, spool, survey)
             self._cond.notify_all()
 
     def pending(self) -> int:
@@ -508,6 +418,8 @@ class ValidationWorker:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self.pool is not None:
+            self.pool.close()
         # What is left is failed cleanly on the next start (its spool key dies with us).
         with self._cond:
             for job in self._jobs.values():
@@ -525,7 +437,13 @@ class ValidationWorker:
                 self._jobs.pop(seq, None)
             try:
                 validate_invoice(
-                    self.engine, seq=seq, spool=job.spool, tokeniser=self.tokeniser, settings=self.settings
+                    self.engine,
+                    seq=seq,
+                    spool=job.spool,
+                    survey=job.survey,
+                    tokeniser=self.tokeniser,
+                    settings=self.settings,
+                    pool=self.pool,
                 )
             except Exception:  # already failed and audited by validate_invoice; the worker goes on
                 pass

@@ -50,6 +50,7 @@ from cef_api.invoices.schemas import (
 from cef_api.reference import repository as reference_repository
 from cef_api.spool import EncryptedSpool
 from cef_api.tokeniser_client import TokeniserClient
+from cef_api.validation.csvfile import BackingSurvey
 from cef_common.audit import build_event, record_event
 from cef_common.auth import Principal, ensure_org
 from cef_common.errors import AppError, BadRequest, Forbidden, NotFound
@@ -167,14 +168,16 @@ def submit(
                     "was submitted before; "
                     "give a corrected invoice a new invoice_number"
                 )
-        jobs.count_lines(spool)
+        if worker is not None and worker.pool is not None and spool.size > settings.async_threshold_bytes:
+            worker.pool.warm()  # its processes start while the structural pass runs
+        survey = jobs.survey_lines(spool, settings.validation_batch_lines)
         invoice = _store(engine, principal, header, request_hash, spool, idempotency_key, settings)
     except AppError as exc:
         _audit_refusal(engine, principal, exc, provider_code)
         raise
     if isinstance(invoice, SubmitResult):
         return invoice
-    return _validate_or_hand_over(engine, settings, tokeniser, worker, invoice, spool)
+    return _validate_or_hand_over(engine, settings, tokeniser, worker, invoice, spool, survey)
 
 
 def _replay(session: Session, provider_code: str, key: str, request_hash: str) -> SubmitResult | None:
@@ -254,6 +257,7 @@ def _validate_or_hand_over(
     worker: jobs.ValidationWorker | None,
     invoice: Invoice,
     spool: EncryptedSpool,
+    survey: BackingSurvey,
 ) -> SubmitResult:
     assert invoice.seq is not None
     if not invoice.background:
@@ -261,7 +265,12 @@ def _validate_or_hand_over(
         while True:
             if jobs.claim(engine, invoice):
                 jobs.validate_invoice(
-                    engine, seq=invoice.seq, spool=spool, tokeniser=tokeniser, settings=settings
+                    engine,
+                    seq=invoice.seq,
+                    spool=spool,
+                    survey=survey,
+                    tokeniser=tokeniser,
+                    settings=settings,
                 )
                 with Session(engine, expire_on_commit=False) as session:
                     done = repository.by_seq(session, invoice.seq)
@@ -277,7 +286,7 @@ def _validate_or_hand_over(
     if worker is None:
         jobs.fail_invoice(engine, invoice.seq, "background validation is switched off on this service")
         raise InvoiceNotReady("this service validates no invoice in the background; submit a smaller file")
-    worker.enqueue(invoice, spool)
+    worker.enqueue(invoice, spool, survey)
     return SubmitResult(invoice, accepted=True, spool_handed_over=True)
 
 

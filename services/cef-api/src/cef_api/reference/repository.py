@@ -141,3 +141,13 @@ def provider_known(session: Session, versions: dict[str, ReferenceVersion], code
         .limit(1)
     )
     return session.execute(stmt).first() is not None
+
+
+def versions_named(session: Session, versions: dict[str, int]) -> dict[str, ReferenceVersion]:
+    """The version records of the given version numbers (what an invoice pinned); a dataset whose
+    version is gone is left out."""
+    if not versions:
+        return {}
+    wanted = [sa.and_(V.dataset == dataset, V.version == version) for dataset, version in versions.items()]
+    stmt = sa.select(ReferenceVersion).where(sa.or_(*wanted))
+    return {row.dataset: row for row in session.execute(stmt).scalars()}

@@ -7,7 +7,7 @@ import csv
 import io
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, islice
 from operator import itemgetter
 from typing import Any, Final
 
@@ -164,12 +164,96 @@ def read_backing_values(
 def count_backing_data(chunks: Iterable[bytes]) -> int:
     """The number of lines `read_backing_data` would yield, raising exactly the BackingDataError it
     would raise; cheaper, as only line_ref is read of each row (the structural pass)."""
+    return survey_backing_data(chunks).lines
+
+
+@dataclass(frozen=True, slots=True)
+class BackingSurvey:
+    """What the structural pass learnt of a file: its line count and, when asked for batches of
+    `batch_lines`, the physical line (as `csv.reader.line_num` counts them) on which each batch's
+    last data row ends; the last batch ends with the file."""
+
+    lines: int
+    batch_lines: int | None = None
+    batch_ends: tuple[int, ...] = ()
+
+
+def survey_backing_data(chunks: Iterable[bytes], *, batch_lines: int | None = None) -> BackingSurvey:
+    """`count_backing_data`, also noting where every `batch_lines` data rows end, so that a later pass
+    can cut the file into batches of whole records (`split_backing_batches`) without parsing it."""
     position = _Position()
     reader = csv.reader(chain.from_iterable(_decoded_blocks(chunks, position)), strict=True)
     try:
-        return _count(reader)
+        lines, ends = _count(reader, batch_lines)
     except csv.Error as exc:
         raise _not_csv(reader, exc) from None
+    return BackingSurvey(lines, batch_lines, tuple(ends))
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLayout:
+    """The header of a file as a batch needs it: the row width and where each wanted column is (the
+    width itself for a column the file lacks, which reads the None appended to every row)."""
+
+    width: int
+    ref_index: int
+    indexes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BackingBatch:
+    """Whole records of a file: `text` holds its physical lines, `first_line_no` numbers its first
+    data row and `lines` says how many data rows it holds."""
+
+    first_line_no: int
+    lines: int
+    text: str
+
+
+def split_backing_batches(
+    chunks: Iterable[bytes], survey: BackingSurvey, columns: tuple[str, ...]
+) -> tuple[BatchLayout, Iterator[BackingBatch]]:
+    """The file `survey_backing_data` accepted, cut where it noted, as text batches that can be read
+    (`read_batch_values`) apart from each other, e.g. in other processes. Only the header is parsed
+    here; the rest is moved as whole physical lines."""
+    if survey.batch_lines is None:
+        raise ValueError("split_backing_batches needs a survey made with batch_lines")
+    batch_lines = survey.batch_lines
+    position = _Position()
+    physical = chain.from_iterable(_decoded_blocks(chunks, position))
+    reader = csv.reader(physical, strict=True)
+    width, found = _header(reader)
+    index_of = dict(found)
+    layout = BatchLayout(width, index_of["line_ref"], tuple(index_of.get(name, width) for name in columns))
+    # csv.reader takes one physical line at a time from `physical`, so after the header it is there.
+    start = reader.line_num
+
+    def batches() -> Iterator[BackingBatch]:
+        done = start
+        for number, end in enumerate(survey.batch_ends):
+            text = "".join(islice(physical, end - done))
+            done = end
+            yield BackingBatch(number * batch_lines + 1, batch_lines, text)
+        rest = survey.lines - len(survey.batch_ends) * batch_lines
+        if rest > 0:
+            yield BackingBatch(len(survey.batch_ends) * batch_lines + 1, rest, "".join(physical))
+
+    return layout, batches()
+
+
+def read_batch_values(
+    batch: BackingBatch, layout: BatchLayout
+) -> Iterator[tuple[int, tuple[str | None, ...], bool]]:
+    """`read_backing_values` of one batch (without the repeat check, done by the survey): the same
+    line numbers, values and flags the whole-file reader gives those rows. Raises RuntimeError if the
+    batch does not hold the rows the survey counted, which would mean the cut was wrong."""
+    reader = csv.reader(io.StringIO(batch.text, newline=""), strict=True)
+    held = 0
+    for row in _data_rows(reader, layout, batch.first_line_no - 1, check_repeats=False):
+        held += 1
+        yield row
+    if held != batch.lines:
+        raise RuntimeError(f"a batch of backing data held {held} rows where {batch.lines} were counted")
 
 
 def _not_csv(reader: Any, exc: csv.Error) -> BackingDataError:
@@ -226,13 +310,17 @@ def _header(reader: Any) -> tuple[int, list[tuple[str, int]]]:
     return len(names), columns
 
 
-def _count(reader: Any) -> int:
-    """`_rows` reading nothing but line_ref: the same rows skipped, counted and refused."""
+def _count(reader: Any, batch_lines: int | None = None) -> tuple[int, list[int]]:
+    """`_rows` reading nothing but line_ref: the same rows skipped, counted and refused; with
+    `batch_lines`, the reader's line_num after every batch_lines-th row."""
     width, columns = _header(reader)
     ref_index = dict(columns)["line_ref"]
     first_line_of: dict[str, int] = {}
     setdefault = first_line_of.setdefault
     line_no = 0
+    ends: list[int] = []
+    # No batches: a mark no row number reaches.
+    next_end = batch_lines if batch_lines else -1
     for row in reader:
         if len(row) == width:
             line_ref = row[ref_index].strip() or None
@@ -247,7 +335,13 @@ def _count(reader: Any) -> int:
             first = setdefault(line_ref, line_no)
             if first != line_no:
                 raise _repeated(line_ref, first, line_no)
-    return line_no
+        if line_no == next_end:
+            ends.append(reader.line_num)
+            next_end += batch_lines or 0
+    # A batch ending with the file is the last batch, not a mark.
+    if ends and line_no % (batch_lines or 1) == 0:
+        ends.pop()
+    return line_no, ends
 
 
 def _value_rows(
@@ -256,15 +350,22 @@ def _value_rows(
     """`_rows` giving each row's values as a tuple in `wanted` order."""
     width, columns = _header(reader)
     index_of = dict(columns)
-    ref_index = index_of["line_ref"]
     # A column the file lacks reads the None appended to every row's values.
-    indexes = [index_of.get(name, width) for name in wanted]
+    layout = BatchLayout(width, index_of["line_ref"], tuple(index_of.get(name, width) for name in wanted))
+    yield from _data_rows(reader, layout, 0, check_repeats=check_repeats)
+
+
+def _data_rows(
+    reader: Any, layout: BatchLayout, line_no: int, *, check_repeats: bool
+) -> Iterator[tuple[int, tuple[str | None, ...], bool]]:
+    """The rows after the header, numbered on from `line_no`: the one loop of `_value_rows` and
+    `read_batch_values`."""
+    width, ref_index, indexes = layout.width, layout.ref_index, layout.indexes
     pick: Callable[[list[str | None]], tuple[str | None, ...]] = (
         itemgetter(*indexes) if len(indexes) > 1 else lambda values: (values[indexes[0]],)
     )
     first_line_of: dict[str, int] = {}
     setdefault = first_line_of.setdefault
-    line_no = 0
     for row in reader:
         if len(row) == width:
             values = [v.strip() or None for v in row]

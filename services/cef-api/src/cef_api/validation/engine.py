@@ -142,14 +142,40 @@ class InvoiceSummary:
 
 
 class SummaryAccumulator:
-    """Builds an InvoiceSummary one LineOutcome at a time, for streaming validation."""
+    """Builds an InvoiceSummary one LineOutcome at a time (or, from stored rows, one outcome and
+    claimed amount in pennies at a time), for streaming validation."""
 
-    __slots__ = ("_lines", "_valid", "_query", "_rejected", "_claimed", "_validated")
+    __slots__ = (
+        "_lines",
+        "_valid",
+        "_query",
+        "_rejected",
+        "_claimed",
+        "_validated",
+        "_claimed_pennies",
+        "_validated_pennies",
+    )
 
     def __init__(self) -> None:
         self._lines = self._valid = self._query = self._rejected = 0
         self._claimed = Decimal("0.00")
         self._validated = Decimal("0.00")
+        # Python integers: exact at any size, as the Decimal sums are.
+        self._claimed_pennies = self._validated_pennies = 0
+
+    def add_pennies(self, outcome: str, claimed_pennies: int | None) -> None:
+        """`add` for a line known by its outcome's value and its claimed amount in whole pennies."""
+        self._lines += 1
+        if claimed_pennies is not None:
+            self._claimed_pennies += claimed_pennies
+        if outcome == "valid":
+            self._valid += 1
+            if claimed_pennies is not None:
+                self._validated_pennies += claimed_pennies
+        elif outcome == "query":
+            self._query += 1
+        else:
+            self._rejected += 1
 
     def add(self, outcome: LineOutcome) -> None:
         self._lines += 1
@@ -166,13 +192,15 @@ class SummaryAccumulator:
             self._rejected += 1
 
     def result(self) -> InvoiceSummary:
+        claimed = EXACT.add(self._claimed, EXACT.scaleb(Decimal(self._claimed_pennies), -2))
+        validated = EXACT.add(self._validated, EXACT.scaleb(Decimal(self._validated_pennies), -2))
         return InvoiceSummary(
             lines=self._lines,
             valid=self._valid,
             query=self._query,
             rejected=self._rejected,
-            claimed_amount=self._claimed.quantize(PENNY, context=EXACT),
-            validated_amount=self._validated.quantize(PENNY, context=EXACT),
+            claimed_amount=claimed.quantize(PENNY, context=EXACT),
+            validated_amount=validated.quantize(PENNY, context=EXACT),
         )
 
 

@@ -8,7 +8,13 @@ from datetime import date
 from decimal import Decimal
 from typing import Final
 
-from cef_api.validation.csvfile import RawLine, read_backing_values
+from cef_api.validation.csvfile import (
+    BackingBatch,
+    BatchLayout,
+    RawLine,
+    read_backing_values,
+    read_batch_values,
+)
 from cef_api.validation.nhs_number import normalise_nhs_number
 from cef_api.validation.postcode import outward_code
 from cef_api.validation.rules.malformed import malformed_fields
@@ -63,6 +69,12 @@ def prepare_backing_data(chunks: Iterable[bytes], *, check_repeats: bool = True)
         chunks, PREPARED_COLUMNS, check_repeats=check_repeats
     ):
         yield _prepare(line_no, values, field_count_differs)
+
+
+def prepare_batch(batch: BackingBatch, layout: BatchLayout) -> list[PreparedLine]:
+    """`prepare_backing_data` of one batch that `split_backing_batches` cut (layout over
+    PREPARED_COLUMNS): the same PreparedLines the whole-file pass gives those rows."""
+    return [_prepare(number, values, differs) for number, values, differs in read_batch_values(batch, layout)]
 
 
 def _prepare(line_no: int, values: tuple[str | None, ...], field_count_differs: bool) -> PreparedLine:
