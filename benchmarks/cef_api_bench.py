@@ -64,6 +64,26 @@ def service_pids(root: int) -> dict[str, int]:
     return found
 
 
+def reset_peak_rss(pid: int) -> None:
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        pass  # not permitted here: the peaks printed are then over the whole run
+
+
+def children(pid: int) -> list[int]:
+    """The direct children of `pid` (the cef-api's validation worker processes, among others)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
 def _descends(pid: int, root: int) -> bool:
     while pid > 1:
         if pid == root:
@@ -162,6 +182,12 @@ def main() -> int:
                 r.raise_for_status()
             reference_seconds = time.perf_counter() - started
             print(f"  reference data loaded in {reference_seconds:.1f} s", flush=True)
+            # Peak RSS over the whole run is the reference load's, when the patients are many: note it,
+            # then start the peaks again for the invoice alone (Linux: 5 > clear_refs resets VmHWM).
+            load_pids = service_pids(up.pid)
+            load_rss = {name: peak_rss_mib(pid) for name, pid in sorted(load_pids.items())}
+            for pid in load_pids.values():
+                reset_peak_rss(pid)
 
             started = time.perf_counter()
             with backing.open("rb") as f:
@@ -187,6 +213,9 @@ def main() -> int:
             raise SystemExit(f"validation failed: {invoice.get('failure_reason')}")
         pids = service_pids(up.pid)
         rss = {name: peak_rss_mib(pid) for name, pid in sorted(pids.items())}
+        workers = (
+            sorted(peak_rss_mib(child) for child in children(pids["cef-api"])) if "cef-api" in pids else []
+        )
     finally:
         os.killpg(up.pid, signal.SIGINT)
         try:
@@ -206,8 +235,16 @@ def main() -> int:
     print(f"throughput                {s['lines'] / elapsed:>12,.0f} lines/s")
     print(f"bare csv parse            {parse:>10.1f} s  ({args.lines / parse:,.0f} lines/s, one process)")
     print(f"reference load            {reference_seconds:>10.1f} s  ({args.patients:,} patients)")
+    for name, mib in load_rss.items():
+        print(f"peak RSS {name:<12} {mib:>6.0f} MiB  while loading the reference data")
     for name, mib in rss.items():
-        print(f"peak RSS {name:<16} {mib:>10.0f} MiB")
+        print(f"peak RSS {name:<12} {mib:>6.0f} MiB  while the invoice was submitted and validated")
+    if workers:
+        print(
+            f"peak RSS cef-api children {', '.join(f'{w:.0f}' for w in workers)} MiB "
+            f"(validation workers and multiprocessing's resource tracker); "
+            f"with the service {rss['cef-api'] + sum(workers):.0f} MiB"
+        )
     if args.keep:
         print(f"kept {work}")
     else:

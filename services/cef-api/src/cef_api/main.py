@@ -69,6 +69,8 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractContextManager[
         if settings.worker_enabled:
             processes = settings.validation_processes
             pool = ValidationPool(settings, processes) if processes else None
+            if pool is not None:
+                pool.warm()
             worker = jobs.ValidationWorker(engine, tokeniser, settings, pool=pool)
             worker.start()
         app.state.validation_worker = worker

@@ -425,7 +425,7 @@ def engine_invoice_batched(
             0.0,
         )
         assessed = assess_batch(tokenised, seq=1, header=invoice, reference=reference)
-        rows.extend(settle_duplicates(assessed, keys, accumulator))
+        rows.extend(settle_duplicates(assessed, keys, accumulator).rows())
     assert survey.lines == len(rows)
     column = {name: i for i, name in enumerate(LINE_COLUMNS)}
     decisions = [

@@ -166,18 +166,18 @@ def _settle_and_store(
     if duplicates.per_batch:
         candidates = sorted({c for c in batch.candidates if c is not None})
         duplicates.extend(repository.existing_dup_keys(session, candidates))
-    rows = settle_duplicates(batch, duplicates.keys, summary)
+    settle_duplicates(batch, duplicates.keys, summary)
     t1 = time.perf_counter()
-    repository.insert_lines(session, rows)
+    repository.insert_lines(session, batch.rows())
     log.info(
         "validation_batch",
         invoice_seq=seq,
-        lines=len(rows),
+        lines=batch.lines,
         **{k: round(v, 3) for k, v in batch.seconds.items()},
         settle_s=round(t1 - t0, 3),
         insert_s=round(time.perf_counter() - t1, 3),
     )
-    return len(rows)
+    return batch.lines
 
 
 def _pin_reference(session: Session, seq: int, memory_rows: int) -> ReferenceSnapshot:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -14,7 +14,6 @@ from sqlmodel import Session
 from cef_api.invoices.models import Invoice, InvoiceLine, InvoiceStatus
 
 IN_CHUNK = 5_000
-INSERT_CHUNK = 10_000
 # SQLite page cache of a validation job's connection, in KiB. The default (2 MiB) holds a fraction
 # of invoice_line's indexes once a large invoice is half in, so each insert re-reads index pages.
 JOB_PAGE_CACHE_KIB = 65_536
@@ -115,11 +114,11 @@ _INSERT_SQL = (
 _COPY_SQL = f"COPY invoice_line ({', '.join(LINE_COLUMNS)}) FROM STDIN"
 
 
-def insert_lines(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
+def insert_lines(session: Session, rows: Iterable[tuple[Any, ...]]) -> None:
     """Bulk insert in the session's transaction: COPY on PostgreSQL, one executemany on SQLite.
 
-    activity_date may be a date or already its ISO text (`YYYY-MM-DD`), which both databases
-    store as that date."""
+    Rows in LINE_COLUMNS order, activity_date as its ISO text (`YYYY-MM-DD`), which both databases
+    store as that date (SQLAlchemy keeps SQLite dates as that text too)."""
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
@@ -127,23 +126,7 @@ def insert_lines(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
             for row in rows:
                 copy.write_row(row)
         return
-    raw = connection.connection.driver_connection
-    for start in range(0, len(rows), INSERT_CHUNK):
-        chunk = rows[start : start + INSERT_CHUNK]
-        if any(isinstance(r[_DATE_INDEX], date) for r in chunk):
-            chunk = [_sqlite_row(r) for r in chunk]
-        raw.executemany(_INSERT_SQL, chunk)  # type: ignore[union-attr]
-
-
-_DATE_INDEX = LINE_COLUMNS.index("activity_date")
-
-
-def _sqlite_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    # SQLAlchemy stores dates on SQLite as ISO text; store them the same way.
-    value = row[_DATE_INDEX]
-    if not isinstance(value, date):
-        return row
-    return (*row[:_DATE_INDEX], value.isoformat(), *row[_DATE_INDEX + 1 :])
+    connection.connection.driver_connection.executemany(_INSERT_SQL, rows)  # type: ignore[union-attr]
 
 
 def existing_dup_keys(session: Session, keys: Sequence[str]) -> set[str]:

@@ -107,7 +107,8 @@ def _request_hash(header: InvoiceHeaderIn, spool: EncryptedSpool) -> str:
     return hashlib.sha256(canonical + b"\n" + spool.sha256.encode()).hexdigest()
 
 
-def _check_against_reference(session: Session, header: InvoiceHeaderIn) -> None:
+def _check_against_reference(session: Session, header: InvoiceHeaderIn) -> dict[str, int]:
+    """The header's codes against the reference data in force; returns the versions in force."""
     versions = reference_repository.current_versions(session)
     if not reference_repository.provider_known(session, versions, header.provider_code):
         raise InvoiceHeaderInvalid(
@@ -122,6 +123,7 @@ def _check_against_reference(session: Session, header: InvoiceHeaderIn) -> None:
             "to a sub-ICB/CCG code or X24",
             extra={"errors": [{"field": "commissioner_code", "message": "unknown commissioner"}]},
         )
+    return {dataset: v.version for dataset, v in versions.items()}
 
 
 def _audit_refusal(engine: Engine, principal: Principal, exc: AppError, provider_code: str | None) -> None:
@@ -161,7 +163,7 @@ def submit(
                 replay = _replay(session, header.provider_code, idempotency_key, request_hash)
                 if replay is not None:
                     return replay
-            _check_against_reference(session, header)
+            versions = _check_against_reference(session, header)
             if repository.number_taken(session, header.provider_code, header.invoice_number):
                 raise DuplicateInvoice(
                     f"invoice {header.invoice_number} of provider {header.provider_code} "
@@ -169,7 +171,7 @@ def submit(
                     "give a corrected invoice a new invoice_number"
                 )
         if worker is not None and worker.pool is not None and spool.size > settings.async_threshold_bytes:
-            worker.pool.warm()  # its processes start while the structural pass runs
+            worker.pool.warm(versions)  # its processes start while the structural pass runs
         survey = jobs.survey_lines(spool, settings.validation_batch_lines)
         invoice = _store(engine, principal, header, request_hash, spool, idempotency_key, settings)
     except AppError as exc:

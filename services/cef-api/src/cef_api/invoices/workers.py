@@ -112,8 +112,14 @@ def _start_worker(settings: Settings) -> None:
     _worker = _Worker(settings)
 
 
-def _ready() -> bool:
-    return _worker is not None
+def _warm(versions: dict[str, int] | None) -> None:
+    assert _worker is not None, "the worker process was not started by ValidationPool"
+    if versions is None:
+        return
+    try:
+        _worker.snapshot(versions)
+    except Exception as exc:  # the first batch will meet the same problem and fail its invoice
+        log.warning("validation_worker_warm_up_failed", error=type(exc).__name__)
 
 
 def _assess(task: BatchTask) -> AssessedBatch:
@@ -155,15 +161,17 @@ class ValidationPool:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
 
-    def warm(self) -> None:
-        """Starts the workers without waiting for them (a process takes a second or two to import
-        the service), so that they are ready when the first batch is: called when a submission that
-        will be validated in the background arrives, before its structural pass."""
+    def warm(self, versions: dict[str, int] | None = None) -> None:
+        """Starts the workers, and has them read the reference snapshot of `versions` when given,
+        without waiting (a process takes a second or two to import the service, and as long again
+        to read a large trace), so that they are ready when the first batch is: called when the
+        service starts, and when a submission that will be validated in the background arrives,
+        before its structural pass."""
         with self._lock:
             try:
                 executor = self._executor_locked()
                 for _ in range(self.processes):
-                    executor.submit(_ready)
+                    executor.submit(_warm, versions)
             except BrokenProcessPool:
                 self._discard_locked()
 

@@ -410,6 +410,10 @@ class ReferenceSnapshot:
     def _patients(self, session: Session, nhs_tokens: list[str] | None) -> BatchReference:
         patients: dict[str, TracePatient] = {}
         registrations: dict[str, list[Registration]] = defaultdict(list)
+        # Districts, practice codes and dates repeat across the trace: one object each, not one per
+        # row (a trace of a million patients is held whole when it fits in memory_rows).
+        shared: dict[Any, Any] = {}
+        one = shared.setdefault
         if (v := self.versions.get("patients")) is not None:
             columns = ["nhs_token", "dob_token", "outward_code"]
             found = (
@@ -418,7 +422,9 @@ class ReferenceSnapshot:
                 else repository.all_rows(session, "patients", v, columns)
             )
             for r in found:
-                patients[r.nhs_token] = TracePatient(dob_token=r.dob_token, outward_code=r.outward_code)
+                patients[r.nhs_token] = TracePatient(
+                    dob_token=r.dob_token, outward_code=one(r.outward_code, r.outward_code)
+                )
         if (v := self.versions.get("registrations")) is not None:
             columns = ["nhs_token", "gp_practice_code", "registered_from", "registered_to"]
             rows = (
@@ -427,11 +433,12 @@ class ReferenceSnapshot:
                 else repository.all_rows(session, "registrations", v, columns)
             )
             for r in rows:
+                code = r.gp_practice_code.upper()
                 registrations[r.nhs_token].append(
                     Registration(
-                        gp_practice_code=r.gp_practice_code.upper(),
-                        registered_from=r.registered_from,
-                        registered_to=r.registered_to,
+                        gp_practice_code=one(code, code),
+                        registered_from=one(r.registered_from, r.registered_from),
+                        registered_to=one(r.registered_to, r.registered_to),
                     )
                 )
         return BatchReference(self, patients, dict(registrations))

@@ -18,7 +18,7 @@ from cef_api.validation.csvfile import (
 from cef_api.validation.nhs_number import normalise_nhs_number
 from cef_api.validation.postcode import outward_code
 from cef_api.validation.rules.malformed import malformed_fields
-from cef_api.validation.values import parse_amount, parse_date, parse_date_uncached
+from cef_api.validation.values import parse_amount, parse_date, parse_date_uncached, upper_code
 
 
 @dataclass(slots=True)
@@ -98,9 +98,9 @@ def _prepare(line_no: int, values: tuple[str | None, ...], field_count_differs: 
         normalise_nhs_number(nhs_number),
         parse_date_uncached(date_of_birth_raw),
         outward_code(postcode) if postcode is not None else None,
-        service_code.upper() if service_code is not None else None,
-        point_of_delivery.upper() if point_of_delivery is not None else None,
-        hrg_code.upper() if hrg_code is not None else None,
+        upper_code(service_code),
+        upper_code(point_of_delivery),
+        upper_code(hrg_code),
         parse_date(activity_date),
         parse_date(discharge_raw),
         parse_amount(amount),

@@ -68,6 +68,22 @@ def parse_amount(value: str | None) -> Decimal | None:
     return parsed
 
 
+_CODE_CACHE: dict[str, str] = {}
+
+
+def upper_code(value: str | None) -> str | None:
+    """A code upper-cased (codes compare case-insensitively), one shared string per distinct code:
+    HRG codes and points of delivery repeat on every line. Only for codes, never identifiers."""
+    if value is None:
+        return None
+    code = _CODE_CACHE.get(value)
+    if code is None:
+        if len(_CODE_CACHE) >= _CACHE_LIMIT:
+            _CODE_CACHE.clear()
+        code = _CODE_CACHE[value] = value.upper()
+    return code
+
+
 def clean(value: str | None) -> str | None:
     """Trimmed of surrounding whitespace; empty is missing."""
     if value is None:
