@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -41,8 +42,9 @@ class Settings(BaseServiceSettings):
     # the throughput is that of 100,000 (measured: docs/cef-api.md).
     validation_batch_lines: int = Field(default=50_000, ge=1)
     # Worker processes that assess the batches of background validations side by side (0: in the
-    # service process). Each holds its own copy of the reference snapshot while it is in use.
-    validation_processes: int = Field(default=2, ge=0, le=64)
+    # service process; unset: one per CPU this process may use, at most 4). Each holds its own copy
+    # of the reference snapshot while it is in use.
+    validation_processes: int | None = Field(default=None, ge=0, le=64)
     # A patient trace and registrations up to this many rows in all are read into memory once per
     # validation job; bigger ones are read per batch, for the batch's patients only.
     reference_memory_rows: int = Field(default=1_000_000, ge=0)
@@ -57,3 +59,9 @@ class Settings(BaseServiceSettings):
 
     # Background validation worker (for the 202 path); false only in tests that drive it by hand.
     worker_enabled: bool = True
+
+    @property
+    def effective_validation_processes(self) -> int:
+        if self.validation_processes is not None:
+            return self.validation_processes
+        return max(1, min(4, len(os.sched_getaffinity(0))))

@@ -67,7 +67,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractContextManager[
             )
         worker: jobs.ValidationWorker | None = None
         if settings.worker_enabled:
-            processes = settings.validation_processes
+            processes = settings.effective_validation_processes
             pool = ValidationPool(settings, processes) if processes else None
             if pool is not None:
                 pool.warm()

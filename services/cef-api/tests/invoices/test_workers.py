@@ -120,3 +120,55 @@ def test_batch_failed_carries_its_reason_across_processes() -> None:
     failure = pickle.loads(pickle.dumps(BatchFailed("the tokeniser could not be reached")))
     assert isinstance(failure, BatchFailed)
     assert failure.detail == "the tokeniser could not be reached"
+
+
+def test_worker_processes_default_to_the_cpus_this_process_may_use(tmp_path: Path) -> None:
+    cpus = len(os.sched_getaffinity(0))
+    assert Settings(data_dir=tmp_path).effective_validation_processes == max(1, min(4, cpus))
+    assert Settings(data_dir=tmp_path, validation_processes=0).effective_validation_processes == 0
+    assert Settings(data_dir=tmp_path, validation_processes=3).effective_validation_processes == 3
+
+
+_ORPHAN_SCRIPT = """
+import sys, tempfile, time
+from pathlib import Path
+from cef_api.config import Settings
+from cef_api.invoices.workers import ValidationPool
+
+if __name__ == "__main__":
+    pool = ValidationPool(Settings(data_dir=Path(tempfile.mkdtemp()), environment="test"), 2)
+    pool.warm()
+    processes = pool._executor._processes
+    while len(processes) < 2 or not all(p.is_alive() for p in processes.values()):
+        time.sleep(0.05)
+    print(" ".join(str(pid) for pid in pool._executor._processes), flush=True)
+    time.sleep(120)
+"""
+
+
+def test_workers_end_when_the_service_is_killed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "service.py"
+    script.write_text(_ORPHAN_SCRIPT)
+    service = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert service.stdout is not None
+        pids = [int(pid) for pid in service.stdout.readline().split()]
+        assert len(pids) == 2
+    finally:
+        service.kill()
+        service.wait(10)
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] not in "ZX"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in pids)

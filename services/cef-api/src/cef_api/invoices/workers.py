@@ -11,6 +11,8 @@ two processes, as the text of whole records; it is never written anywhere."""
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
+import os
 import signal
 import threading
 from collections import deque
@@ -104,10 +106,20 @@ class _Worker:
 _worker: _Worker | None = None
 
 
+def _exit_with(sentinel: int) -> None:
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
+
+
 def _start_worker(settings: Settings) -> None:
     global _worker
     # Ctrl-C reaches the whole process group: the service stops its workers itself, in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A service that is killed cannot stop its workers: each ends as soon as the service is gone,
+    # rather than lingering with what it holds in memory.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), name="parent-watch", daemon=True).start()
     configure_logging(level=settings.log_level, fmt=settings.log_format, service=settings.service_name)
     _worker = _Worker(settings)
 
