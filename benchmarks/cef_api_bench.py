@@ -64,6 +64,15 @@ def service_pids(root: int) -> dict[str, int]:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (its reaped children excluded)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def reset_peak_rss(pid: int) -> None:
     try:
         Path(f"/proc/{pid}/clear_refs").write_text("5")
@@ -188,6 +197,9 @@ def main() -> int:
             load_rss = {name: peak_rss_mib(pid) for name, pid in sorted(load_pids.items())}
             for pid in load_pids.values():
                 reset_peak_rss(pid)
+            cpu_before = {pid: cpu_seconds(pid) for pid in load_pids.values()}
+            if "cef-api" in load_pids:  # the validation workers, started with the service
+                cpu_before.update({c: cpu_seconds(c) for c in children(load_pids["cef-api"])})
 
             started = time.perf_counter()
             with backing.open("rb") as f:
@@ -213,6 +225,11 @@ def main() -> int:
             raise SystemExit(f"validation failed: {invoice.get('failure_reason')}")
         pids = service_pids(up.pid)
         rss = {name: peak_rss_mib(pid) for name, pid in sorted(pids.items())}
+        cpu = {name: cpu_seconds(pid) - cpu_before.get(pid, 0.0) for name, pid in sorted(pids.items())}
+        if "cef-api" in pids:
+            cpu["cef-api workers"] = sum(
+                cpu_seconds(c) - cpu_before.get(c, 0.0) for c in children(pids["cef-api"])
+            )
         workers = (
             sorted(peak_rss_mib(child) for child in children(pids["cef-api"])) if "cef-api" in pids else []
         )
@@ -239,6 +256,10 @@ def main() -> int:
         print(f"peak RSS {name:<12} {mib:>6.0f} MiB  while loading the reference data")
     for name, mib in rss.items():
         print(f"peak RSS {name:<12} {mib:>6.0f} MiB  while the invoice was submitted and validated")
+    print(
+        "CPU while the invoice was submitted and validated: "
+        + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in cpu.items())
+    )
     if workers:
         print(
             f"peak RSS cef-api children {', '.join(f'{w:.0f}' for w in workers)} MiB "
