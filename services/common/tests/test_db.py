@@ -59,6 +59,7 @@ def test_sqlite_engine_settings(tmp_path: Path) -> None:
         with engine.connect() as conn:
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL: every commit synced
         assert (tmp_path / "nested" / "dir" / "x.db").exists()
     finally:
         engine.dispose()

@@ -49,7 +49,11 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         def _pragmas(dbapi_conn: Any, _: Any) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            # FULL: in WAL mode NORMAL syncs only at checkpoints, so a power cut could take back
+            # commits already answered for — an invoice's decision, a re-identification's audit
+            # event committed before the values left, an event the audit log acknowledged and its
+            # producer then forgot. FULL syncs the WAL at every commit.
+            cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()

@@ -123,11 +123,6 @@ def tune_sqlite(engine: Engine) -> None:
     @sa.event.listens_for(engine, "connect")
     def _cache(dbapi_conn: Any, _: Any) -> None:
         cur = dbapi_conn.cursor()
-        # An acknowledged event must survive a power cut: the producers' outboxes forget an event
-        # once it is acknowledged. In WAL mode the shared default (NORMAL) syncs only at WAL
-        # checkpoints, so the last commits before a crash of the machine could vanish; FULL syncs
-        # the WAL at every commit (about 4% of the append rate on the development machine).
-        cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA cache_size=-65536")
         # Reads through the OS page cache, shared by every connection, instead of a private copy.
         cur.execute("PRAGMA mmap_size=4294967296")
