@@ -3,6 +3,9 @@ idempotency, and row problems becoming line outcomes rather than refusals."""
 
 from __future__ import annotations
 
+import csv
+import io
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -191,3 +194,57 @@ async def test_refusals_and_submissions_are_audited(loaded: Api, world: generate
         ("invoice.validate", "success"),
     ]
     assert events[2]["detail"]["valid"] == int(generate_world.summary_of(inv)["valid"])
+
+
+async def test_amounts_beyond_32_bit_pennies_are_stored_and_summed_exactly(
+    api: Api, world: generate_world.World
+) -> None:
+    """Money is BIGINT pennies on both databases: an invoice of tens of millions of pounds (over
+    2**31 pennies, £21,474,836.47) validates, and its lines, summary and decisions keep every penny."""
+    await api.load_world(world)
+    inv = world.invoices[0]
+    rows = list(csv.reader(io.StringIO(inv.backing.decode("utf-8-sig"), newline="")))
+    amount = rows[0].index(next(c for c in rows[0] if c.strip().lower() == "amount"))
+    for n, row in enumerate(rows[1:]):
+        if len(row) == len(rows[0]):
+            row[amount] = f"{15_000_000 + n}.07"
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerows(rows)
+    r = await api.submit(inv.header, out.getvalue().encode())
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["status"] == "validated"
+    claimed = sum(Decimal(row[amount]) for row in rows[1:] if len(row) == len(rows[0]))
+    assert Decimal(body["summary"]["claimed_amount"]) >= claimed > Decimal("21474836.47")
+    lines = await api.lines(body["id"], "invoices:submit", inv.header["provider_code"])
+    assert any(x["outcome"] == "query" for x in lines)
+
+
+@pytest.mark.parametrize(
+    ("amounts", "what"),
+    [
+        (["92233720368547758.08"], "the amount 92233720368547758.08 of a line"),
+        (["92233720368547758.07", "0.01"], "the invoice's claimed total"),
+    ],
+    ids=["one-line", "the-total"],
+)
+async def test_an_amount_no_column_can_hold_fails_the_invoice_saying_so(
+    api: Api, world: generate_world.World, amounts: list[str], what: str
+) -> None:
+    """The amount pattern bounds no digits; pennies are 64-bit. Beyond that the invoice fails
+    cleanly — nothing kept, the problem naming the amount — rather than with a database error."""
+    await api.load_world(world)
+    inv = world.invoices[0]
+    body = HEADER + "".join(
+        f"L{n},9434765919,DC,HN12A,2019-07-10,{amount}\n" for n, amount in enumerate(amounts)
+    )
+    r = await api.submit(inv.header, body.encode())
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "amount-too-large"
+    assert what in r.json()["detail"]
+    assert "correct the amount" in r.json()["detail"]
+    assert _lines(api) == 0
+    with api.app.state.engine.connect() as conn:
+        status, reason = conn.execute(sa.text("SELECT status, failure_reason FROM invoice")).one()
+    assert status == "failed"
+    assert what in reason

@@ -12,6 +12,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from cef_api.invoices.exceptions import MAX_PENNIES, AmountTooLarge
 from cef_api.invoices.repository import LINE_COLUMNS
 from cef_api.invoices.schemas import pennies
 from cef_api.tokeniser_client import TokeniserClient
@@ -95,7 +96,10 @@ class _StoredForms:
     def pennies_of(self, amount: Decimal) -> int:
         value = self.pennies.get(amount)
         if value is None:
-            value = self.pennies[amount] = pennies(amount)
+            value = pennies(amount)
+            if value > MAX_PENNIES:
+                raise AmountTooLarge(f"the amount {str(amount)[:40]} of a line")
+            self.pennies[amount] = value
         return value
 
 

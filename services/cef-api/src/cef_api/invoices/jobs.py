@@ -33,6 +33,7 @@ from cef_api.invoices.batches import (
     settle_duplicates,
     tokenise_batch,
 )
+from cef_api.invoices.exceptions import MAX_PENNIES, AmountTooLarge
 from cef_api.invoices.models import Invoice, InvoiceStatus
 from cef_api.invoices.schemas import pennies
 from cef_api.invoices.workers import ValidationPool
@@ -275,6 +276,8 @@ def _run(
                 f"validation read {done} lines where the structural pass counted {survey.lines}"
             )
         result = summary.result()
+        if pennies(result.claimed_amount) > MAX_PENNIES:
+            raise AmountTooLarge("the invoice's claimed total")
         repository.update_invoice(
             session,
             seq,

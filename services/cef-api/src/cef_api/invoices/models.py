@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
+from sqlalchemy import BigInteger
 from sqlmodel import Field, SQLModel
 
 
@@ -38,16 +39,17 @@ class Invoice(SQLModel, table=True):
     submitted_by: str = Field(max_length=200)
     idempotency_key: str | None = Field(default=None, max_length=200)
     request_hash: str = Field(max_length=64)
-    backing_bytes: int
+    backing_bytes: int = Field(sa_type=BigInteger)
     background: bool = False
     lines_done: int = 0
     lines: int = 0
     valid: int = 0
     query: int = 0
     rejected: int = 0
-    claimed_pennies: int = 0
-    validated_pennies: int = 0
-    approved_pennies: int | None = None
+    # Money in pennies is BIGINT (as the migration made it): an invoice passes £21,474,836.47.
+    claimed_pennies: int = Field(default=0, sa_type=BigInteger)
+    validated_pennies: int = Field(default=0, sa_type=BigInteger)
+    approved_pennies: int | None = Field(default=None, sa_type=BigInteger)
     reference_versions: str = Field(default="{}", max_length=2000)
     failure_reason: str | None = Field(default=None, max_length=1000)
     validated_at: datetime | None = None
@@ -66,8 +68,8 @@ class InvoiceLine(SQLModel, table=True):
     outcome: str = Field(max_length=10)
     reasons: str = Field(default="", max_length=400)
     responsible_commissioner: str | None = Field(default=None, max_length=12)
-    expected_pennies: int | None = None
-    claimed_pennies: int | None = None
+    expected_pennies: int | None = Field(default=None, sa_type=BigInteger)
+    claimed_pennies: int | None = Field(default=None, sa_type=BigInteger)
     nhs_token: str | None = Field(default=None, max_length=128)
     activity_date: date | None = None
     hrg_code: str | None = Field(default=None, max_length=12)
@@ -77,7 +79,7 @@ class InvoiceLine(SQLModel, table=True):
     # point of delivery) when the line counts for later duplicates; removed with the token on purge.
     dup_key: str | None = Field(default=None, max_length=64)
     decision: str | None = Field(default=None, max_length=10)
-    decided_pennies: int | None = None
+    decided_pennies: int | None = Field(default=None, sa_type=BigInteger)
     decision_reason: str | None = Field(default=None, max_length=1000)
     decided_by: str | None = Field(default=None, max_length=200)
     decided_at: datetime | None = None
