@@ -33,7 +33,7 @@ from cef_api.invoices.batches import TokenisedBatch, assess_batch, settle_duplic
 from cef_api.invoices.repository import LINE_COLUMNS
 from cef_api.reference.parsers import parse_dataset
 from cef_api.validation.csvfile import read_backing_data, split_backing_batches, survey_backing_data
-from cef_api.validation.engine import SummaryAccumulator, summarise
+from cef_api.validation.engine import InvoiceSummary, SummaryAccumulator, summarise
 from cef_api.validation.memory import InMemoryDuplicateIndex, InMemoryReferenceData
 from cef_api.validation.prepared import PREPARED_COLUMNS, prepare_batch
 from cef_api.validation.types import InvoiceHeader
@@ -361,10 +361,8 @@ def engine_reference(files: dict[str, bytes]) -> InMemoryReferenceData:
     )
 
 
-def engine_invoice(
-    header: Header, chunks: list[bytes], reference: InMemoryReferenceData, duplicates: InMemoryDuplicateIndex
-) -> tuple[list[Decision], dict[str, Any]]:
-    invoice = InvoiceHeader(
+def engine_header(header: Header) -> InvoiceHeader:
+    return InvoiceHeader(
         header.invoice_number,
         header.provider_code,
         header.commissioner_code,
@@ -372,6 +370,23 @@ def engine_invoice(
         header.period_start,
         header.period_end,
     )
+
+
+def summary_of(s: InvoiceSummary) -> dict[str, Any]:
+    return {
+        "lines": s.lines,
+        "valid": s.valid,
+        "query": s.query,
+        "rejected": s.rejected,
+        "claimed_amount": f"{s.claimed_amount:.2f}",
+        "validated_amount": f"{s.validated_amount:.2f}",
+    }
+
+
+def engine_invoice(
+    header: Header, chunks: list[bytes], reference: InMemoryReferenceData, duplicates: InMemoryDuplicateIndex
+) -> tuple[list[Decision], dict[str, Any]]:
+    invoice = engine_header(header)
     outcomes = run(reference, list(read_backing_data(chunks)), invoice=invoice, duplicates=duplicates)
     decisions = [
         (
@@ -383,16 +398,7 @@ def engine_invoice(
         )
         for o in outcomes
     ]
-    s = summarise(outcomes)
-    summary = {
-        "lines": s.lines,
-        "valid": s.valid,
-        "query": s.query,
-        "rejected": s.rejected,
-        "claimed_amount": f"{s.claimed_amount:.2f}",
-        "validated_amount": f"{s.validated_amount:.2f}",
-    }
-    return decisions, summary
+    return decisions, summary_of(summarise(outcomes))
 
 
 def engine_invoice_batched(
@@ -400,14 +406,7 @@ def engine_invoice_batched(
 ) -> tuple[list[Decision], dict[str, Any]]:
     """The validation job's path: the structural pass notes batch ends, the file is cut there, each
     batch is prepared, tokenised and assessed on its own, then settled for duplicates in order."""
-    invoice = InvoiceHeader(
-        header.invoice_number,
-        header.provider_code,
-        header.commissioner_code,
-        header.period_end,
-        header.period_start,
-        header.period_end,
-    )
+    invoice = engine_header(header)
     survey = survey_backing_data(chunks, batch_lines=batch_lines)
     layout, batches = split_backing_batches(chunks, survey, PREPARED_COLUMNS)
     accumulator = SummaryAccumulator()
@@ -438,16 +437,7 @@ def engine_invoice_batched(
         )
         for row in rows
     ]
-    s = accumulator.result()
-    summary = {
-        "lines": s.lines,
-        "valid": s.valid,
-        "query": s.query,
-        "rejected": s.rejected,
-        "claimed_amount": f"{s.claimed_amount:.2f}",
-        "validated_amount": f"{s.validated_amount:.2f}",
-    }
-    return decisions, summary
+    return decisions, summary_of(accumulator.result())
 
 
 # ================================================================================================
