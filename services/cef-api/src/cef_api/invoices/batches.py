@@ -31,7 +31,7 @@ from cef_api.validation.types import (
 
 class KeyDigests:
     """The stored form of a duplicate key (`dup_key`): equal keys give equal digests, and nothing
-    else of the key is kept. One per job: the repeated parts (the invoice's codes, the dates) are
+    else of the key is kept. One per batch: the repeated parts (the invoice's codes, the dates) are
     built once."""
 
     def __init__(self) -> None:
