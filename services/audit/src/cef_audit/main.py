@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from cef_audit.config import Settings
 from cef_audit.events.router import router as events_router
+from cef_audit.heap import keep_freed_heap
 from cef_audit.integrity.router import router as integrity_router
 from cef_audit.log.sequencer import AuditLog
 from cef_common.app import ServiceSpec, create_service_app
@@ -48,6 +49,8 @@ def _lifespan(app: FastAPI) -> Iterator[None]:
 
         timer = threading.Thread(target=_tick, name="audit-checkpoints", daemon=True)
         timer.start()
+    # Each batch frees its rows; the next one reuses that memory instead of faulting it in again.
+    keep_freed_heap()
     frozen = settings.effective_gc_freeze
     if frozen:
         gc.collect()

@@ -65,18 +65,19 @@ def seal(record: dict[str, Any]) -> tuple[bytes, str]:
     return canonical, hashlib.sha256(canonical).hexdigest()
 
 
-def sealed_row(
-    event: dict[str, Any], *, seq: int, recorded_at: str, recorded_by: dict[str, str | None], prev_hash: str
-) -> tuple[dict[str, Any], str, tuple[Any, ...]]:
-    """`build_record`, `seal` and `row_for` in one step, for the sequencer's per-event loop: the
-    record, its hash and its row. `recorded_by` is `Recorder.as_json()`, shared by the batch."""
-    record = {
-        **event,
-        "seq": seq,
-        "recorded_at": recorded_at,
-        "recorded_by": recorded_by,
-        "prev_hash": prev_hash,
-    }
+def seal_in_place(
+    event: dict[str, Any], seq: int, recorded_at: str, recorded_by: dict[str, str | None], prev_hash: str
+) -> tuple[str, tuple[Any, ...]]:
+    """Makes the dumped `event` (which the caller owns) its record at `seq`, adding the chain fields
+    to it, and returns the record's hash and row: `build_record`, `seal` and `row_for` in one step,
+    for the sequencer's per-event loop. `recorded_by` is `Recorder.as_json()`, shared by the batch.
+
+    Adding four keys to the dumped event instead of copying it into a new dict saves a dict of
+    sixteen entries per event (the serialised bytes are the same: orjson sorts the keys)."""
+    event["seq"] = seq
+    event["recorded_at"] = recorded_at
+    event["recorded_by"] = recorded_by
+    event["prev_hash"] = prev_hash
     # A dumped event has every field (None when unset), so plain indexing is safe.
     actor = event["actor"]
     entity = event["entity"]
@@ -88,9 +89,9 @@ def sealed_row(
     if (count is None or (type(count) is int and -_MAX_SAFE_INTEGER <= count <= _MAX_SAFE_INTEGER)) and (
         fast_path_exact(event["detail"])
     ):
-        canonical = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+        canonical = orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
     else:
-        canonical = canonical_json(record)
+        canonical = canonical_json(event)
     digest = hashlib.sha256(canonical).hexdigest()
     row = (
         seq,
@@ -109,6 +110,15 @@ def sealed_row(
         prev_hash,
         digest,
     )
+    return digest, row
+
+
+def sealed_row(
+    event: dict[str, Any], *, seq: int, recorded_at: str, recorded_by: dict[str, str | None], prev_hash: str
+) -> tuple[dict[str, Any], str, tuple[Any, ...]]:
+    """`seal_in_place` on a copy of `event`: the record, its hash and its row."""
+    record = dict(event)
+    digest, row = seal_in_place(record, seq, recorded_at, recorded_by, prev_hash)
     return record, digest, row
 
 

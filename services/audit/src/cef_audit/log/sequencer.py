@@ -26,7 +26,7 @@ from cef_audit.log.records import (
     Recorder,
     event_fields_of,
     now_stamp,
-    sealed_row,
+    seal_in_place,
 )
 from cef_audit.log.tables import audit_checkpoints, audit_head
 from cef_common.audit import AuditEventIn
@@ -228,9 +228,8 @@ class AuditLog:
                     continue
                 length += 1
                 try:
-                    record, prev_hash, row = sealed_row(
-                        event, seq=length, recorded_at=recorded_at, recorded_by=recorder, prev_hash=prev_hash
-                    )
+                    # The dumped event is this call's own: it becomes its record (chain fields added).
+                    prev_hash, row = seal_in_place(event, length, recorded_at, recorder, prev_hash)
                 except ValueError as exc:  # rfc8785 refuses numbers JSON cannot carry exactly
                     raise Unprocessable(
                         f"event {event_id}: detail holds a number that has no exact JSON form ({exc}); "
@@ -238,7 +237,7 @@ class AuditLog:
                         code="not-canonicalisable",
                     ) from None
                 rows.append(row)
-                stored[event_id] = (length, record)
+                stored[event_id] = (length, event)
                 results.append(AppendResult(event_id, length, False))
             if rows:
                 self._insert_rows(conn, rows)
