@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
+import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 
 from cef_api.config import Settings
 from cef_api.main import create_app
@@ -135,3 +139,46 @@ async def running_api(settings: Settings, issuer: DevIssuer) -> AsyncIterator[Ap
     app = create_app(settings)
     async with app_client(app) as client:
         yield Api(client, app, settings, issuer)
+
+
+def identifiers(world: generate_world.World) -> tuple[set[str], set[str], set[str]]:
+    """The world's NHS numbers, dates of birth (those that are no other date of it) and postcodes."""
+    nhs = {p.nhs_number for p in world.patients}
+    dobs = {p.date_of_birth.isoformat() for p in world.patients}
+    postcodes = {p.postcode.replace(" ", "").upper() for p in world.patients if p.postcode}
+    other_dates: set[str] = set()
+    for inv in world.invoices:
+        for row in csv.DictReader(io.StringIO(inv.backing.decode("utf-8-sig"))):
+            if row["postcode"].strip():
+                postcodes.add(re.sub(r"\s", "", row["postcode"]).upper())
+            other_dates.update(row[c].strip() for c in ("activity_date", "discharge_date"))
+    for p in world.patients:
+        other_dates.update(d.isoformat() for _, f, t in p.registrations for d in (f, t) if d)
+    return nhs, dobs - other_dates, postcodes
+
+
+def identifiers_in(texts: Iterable[tuple[str, str]], world: generate_world.World) -> list[str]:
+    """Where any of the world's identifiers appears in `texts` ((place, text) pairs), in any spelling
+    of an NHS number (spaces, hyphens)."""
+    nhs, dobs, postcodes = identifiers(world)
+    assert dobs
+    found = []
+    for place, text in texts:
+        squashed = re.sub(r"[\s-]", "", text)
+        found += [f"NHS number in {place}" for d in re.findall(r"\d{10}", squashed) if d in nhs]
+        found += [f"DOB in {place}" for d in re.findall(r"\d{4}-\d{2}-\d{2}", text) if d in dobs]
+        upper = re.sub(r"\s", "", text).upper()
+        found += [f"postcode in {place}" for p in postcodes if p in upper]
+    return found
+
+
+def database_texts(engine: Any) -> Iterator[tuple[str, str]]:
+    """Every value of every table of the database, as (table, text)."""
+    with engine.connect() as conn:
+        metadata = sa.MetaData()
+        metadata.reflect(conn)
+        for table in metadata.sorted_tables:
+            for row in conn.execute(sa.select(table)):
+                for value in row:
+                    if value is not None:
+                        yield table.name, str(value)

@@ -12,7 +12,7 @@ from typing import Any
 import generate_world
 import pytest
 import sqlalchemy as sa
-from api_support import Api, api_settings, running_api
+from api_support import Api, api_settings, database_texts, identifiers_in, running_api
 
 from cef_api.config import Settings
 from cef_api.invoices.workers import BatchFailed, ValidationPool
@@ -51,9 +51,15 @@ def _line_count(db: str) -> int:
 
 
 async def test_every_invoice_of_a_world_validates_as_designed_in_worker_processes(
-    data_dir: Path, sqlite_api_db: str, tokeniser: Any, dev_issuer: Any, world: generate_world.World
+    data_dir: Path,
+    sqlite_api_db: str,
+    tokeniser: Any,
+    dev_issuer: Any,
+    world: generate_world.World,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
-    """Batches of four lines assessed in two processes, duplicates across batches and invoices."""
+    """Batches of four lines assessed in two processes, duplicates across batches and invoices; no
+    identifier in the database afterwards, nor in anything a process wrote to its output."""
     async with running_api(_settings(data_dir, sqlite_api_db, tokeniser, processes=2), dev_issuer) as api:
         await api.load_world(world)
         for inv in world.invoices:
@@ -66,7 +72,10 @@ async def test_every_invoice_of_a_world_validates_as_designed_in_worker_processe
             ], inv.header["invoice_number"]
             want = generate_world.summary_of(inv)
             assert {k: str(v) for k, v in body["summary"].items()} == {k: want[k] for k in body["summary"]}
+        assert identifiers_in(database_texts(api.app.state.engine), world) == []
     assert not list((data_dir / "spool").glob("*"))
+    out, err = capfd.readouterr()  # the workers' output too: they write to the inherited descriptors
+    assert identifiers_in([("output", out), ("error output", err)], world) == []
 
 
 async def test_a_worker_that_cannot_reach_the_tokeniser_fails_the_invoice_cleanly(
