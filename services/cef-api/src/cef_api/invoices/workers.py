@@ -10,6 +10,7 @@ two processes, as the text of whole records; it is never written anywhere."""
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -136,6 +137,11 @@ def _warm(versions: dict[str, int] | None) -> None:
 
 def _assess(task: BatchTask) -> AssessedBatch:
     assert _worker is not None, "the worker process was not started by ValidationPool"
+    # A batch makes millions of short-lived objects that reference counting frees; the cyclic
+    # collector would walk them again and again (about 12% of the batch's CPU). It runs once after
+    # each batch over what the batch made, which frees the few cycles it left (the HTTP client's,
+    # an exception's): without that a worker held 70 MiB more.
+    gc.disable()
     try:
         return _worker.assess(task)
     except AppError as exc:
@@ -144,6 +150,9 @@ def _assess(task: BatchTask) -> AssessedBatch:
         # Only the kind of failure: a message could quote the data being read.
         log.warning("validation_worker_batch_failed", invoice_seq=task.seq, error=type(exc).__name__)
         raise BatchFailed(f"a validation worker process failed ({type(exc).__name__})") from None
+    finally:
+        gc.enable()
+        gc.collect(0)
 
 
 class ValidationPool:
