@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from cef_common.keys import jwks_path_for, load_signing_key
 from cef_common.settings import TrustedIssuer
-from cef_common.testing import SHARED_DIR, DevIssuer, ServerThread
+from cef_common.testing import SHARED_DIR, DevIssuer, ServerThread, database_values
 
 SAMPLE = SHARED_DIR / "data/sample"
 EPRACCUR = SHARED_DIR / "data/reference/epraccur.csv"
@@ -207,24 +207,16 @@ def _assert_no_identifiers(url: str) -> None:
     engine = sa.create_engine(url)
     try:
         found: list[str] = []
-        with engine.connect() as conn:
-            metadata = sa.MetaData()
-            metadata.reflect(conn)
-            for table in metadata.sorted_tables:
-                for row in conn.execute(sa.select(table)):
-                    for value in row:
-                        if value is None:
-                            continue
-                        text = str(value)
-                        for digits in re.findall(r"\d{10}", re.sub(r"[\s-]", "", text)):
-                            if digits in nhs:
-                                found.append(f"NHS number in {table.name}")
-                        for d in re.findall(r"\d{4}-\d{2}-\d{2}", text):
-                            if d in dobs:
-                                found.append(f"date of birth in {table.name}")
-                        upper = re.sub(r"\s", "", text).upper()
-                        if any(p in upper for p in squashed if len(p) >= 5):
-                            found.append(f"postcode in {table.name}")
+        for table, text in database_values(engine):
+            for digits in re.findall(r"\d{10}", re.sub(r"[\s-]", "", text)):
+                if digits in nhs:
+                    found.append(f"NHS number in {table}")
+            for d in re.findall(r"\d{4}-\d{2}-\d{2}", text):
+                if d in dobs:
+                    found.append(f"date of birth in {table}")
+            upper = re.sub(r"\s", "", text).upper()
+            if any(p in upper for p in squashed if len(p) >= 5):
+                found.append(f"postcode in {table}")
         assert found == []
     finally:
         engine.dispose()

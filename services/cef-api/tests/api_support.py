@@ -7,13 +7,12 @@ import csv
 import io
 import re
 import sys
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 
 from cef_api.config import Settings
 from cef_api.main import create_app
@@ -170,15 +169,3 @@ def identifiers_in(texts: Iterable[tuple[str, str]], world: generate_world.World
         upper = re.sub(r"\s", "", text).upper()
         found += [f"postcode in {place}" for p in postcodes if p in upper]
     return found
-
-
-def database_texts(engine: Any) -> Iterator[tuple[str, str]]:
-    """Every value of every table of the database, as (table, text)."""
-    with engine.connect() as conn:
-        metadata = sa.MetaData()
-        metadata.reflect(conn)
-        for table in metadata.sorted_tables:
-            for row in conn.execute(sa.select(table)):
-                for value in row:
-                    if value is not None:
-                        yield table.name, str(value)

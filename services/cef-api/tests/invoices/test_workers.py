@@ -12,10 +12,11 @@ from typing import Any
 import generate_world
 import pytest
 import sqlalchemy as sa
-from api_support import Api, api_settings, database_texts, identifiers_in, running_api
+from api_support import Api, api_settings, identifiers_in, running_api
 
 from cef_api.config import Settings
 from cef_api.invoices.workers import BatchFailed, ValidationPool
+from cef_common.testing import database_values
 
 
 async def _settled(api: Api, response: Any, org: str) -> dict[str, Any]:
@@ -72,7 +73,7 @@ async def test_every_invoice_of_a_world_validates_as_designed_in_worker_processe
             ], inv.header["invoice_number"]
             want = generate_world.summary_of(inv)
             assert {k: str(v) for k, v in body["summary"].items()} == {k: want[k] for k in body["summary"]}
-        assert identifiers_in(database_texts(api.app.state.engine), world) == []
+        assert identifiers_in(database_values(api.app.state.engine), world) == []
     assert not list((data_dir / "spool").glob("*"))
     out, err = capfd.readouterr()  # the workers' output too: they write to the inherited descriptors
     assert identifiers_in([("output", out), ("error output", err)], world) == []

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+import sqlalchemy as sa
 from fastapi import FastAPI
 from sqlalchemy.engine import make_url
 
@@ -270,3 +271,16 @@ class ServerThread:
 
     def stop(self) -> None:
         self.__exit__()
+
+
+def database_values(engine: Any) -> Iterator[tuple[str, str]]:
+    """Every value of every table of a database, as (table, text): what a dump would show, for
+    tests that search it for identifiers."""
+    with engine.connect() as conn:
+        metadata = sa.MetaData()
+        metadata.reflect(conn)
+        for table in metadata.sorted_tables:
+            for row in conn.execute(sa.select(table)):
+                for value in row:
+                    if value is not None:
+                        yield table.name, str(value)

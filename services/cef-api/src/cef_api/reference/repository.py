@@ -58,11 +58,7 @@ def any_loaded(session: Session) -> bool:
 
 
 def versions_exist(session: Session, versions: dict[str, int]) -> bool:
-    for dataset, version in versions.items():
-        stmt = sa.select(sa.literal(1)).where(V.dataset == dataset, V.version == version).limit(1)
-        if session.execute(stmt).first() is None:
-            return False
-    return True
+    return set(versions_named(session, versions)) == set(versions)
 
 
 def next_version(session: Session, dataset: str) -> int:
