@@ -214,17 +214,25 @@ def page_lines(
     return list(session.execute(stmt).scalars())
 
 
+# `outcome = 'query'` written into the SQL, not bound: the databases then see that a statement
+# reads only query lines, and use the index over them (migration 0003).
+_QUERY_LINE = L.outcome == sa.literal("query", literal_execute=True)
+
+
 def line_by_ref(session: Session, seq: int, line_ref: str) -> InvoiceLine | None:
+    """The invoice's line of `line_ref` (one at most: the structural pass refuses a file that
+    repeats one). Looked for among the query lines first, through their index, as a line is looked
+    up to be decided; a line of another outcome, which cannot be, is then found by reading the
+    invoice's lines."""
     stmt = sa.select(InvoiceLine).where(L.invoice_seq == seq, L.line_ref == line_ref)
-    return session.execute(stmt).scalars().first()
+    found: InvoiceLine | None = session.execute(stmt.where(_QUERY_LINE)).scalars().first()
+    if found is None:
+        found = session.execute(stmt).scalars().first()
+    return found
 
 
 def pending_queries(session: Session, seq: int) -> int:
-    stmt = sa.select(sa.func.count()).where(
-        L.invoice_seq == seq,
-        L.outcome == "query",
-        L.decision.is_(None),
-    )
+    stmt = sa.select(sa.func.count()).where(L.invoice_seq == seq, _QUERY_LINE, L.decision.is_(None))
     return int(session.execute(stmt).scalar_one())
 
 
