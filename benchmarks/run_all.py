@@ -9,7 +9,13 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ORDER = ["engine_bench.py", "tokeniser_bench.py", "audit_bench.py", "cef_api_bench.py"]
+ORDER = [
+    "engine_bench.py",
+    "tokeniser_bench.py",
+    "audit_bench.py",
+    "storage_floor.py",
+    "cef_api_bench.py",
+]
 
 
 def main() -> int:
