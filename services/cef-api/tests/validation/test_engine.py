@@ -277,6 +277,26 @@ def test_unknown_provider_cannot_be_priced() -> None:
     assert require_market_forces_factor(header(provider_code="rtr"), reference) == Decimal("1.139")
 
 
+def test_a_market_forces_factor_looked_up_by_the_caller_prices_the_line() -> None:
+    """For callers validating many lines: the factor given is the one used, and the provider need not
+    be looked up again (an unknown one is not refused on the line)."""
+    line = prepare_line(raw_line(nhs_number=ALICE))  # DC HN12A: 2523.53
+
+    def priced(provider_code: str, factor: Decimal) -> Decimal | None:
+        return validate_line(
+            line,
+            nhs_token=fake_tokenise("nhs_number", ALICE),
+            dob_token=None,
+            header=header(provider_code=provider_code),
+            reference=world().reference(),
+            duplicates=InMemoryDuplicateIndex(),
+            market_forces_factor=factor,
+        ).expected_amount
+
+    assert priced("RTR", Decimal("1.139")) == Decimal("2874.30")
+    assert priced("RZZ", Decimal("1.5")) == Decimal("3785.30")  # 3785.295 rounds half up
+
+
 def test_a_valid_nhs_number_needs_its_token() -> None:
     line = prepare_line(raw_line(nhs_number=ALICE))
     with pytest.raises(ValueError, match="nhs_token"):

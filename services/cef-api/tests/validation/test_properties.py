@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import date, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cef_api.validation.memory import InMemoryDuplicateIndex
-from cef_api.validation.rules import expected_price, outcome_for
+from cef_api.validation.rules import Verdict, expected_price, outcome_for, verdict_for
 from cef_api.validation.rules.outcome import QUERYING, REJECTING
 from cef_api.validation.types import Outcome, Reason, TariffEntry
 
@@ -65,6 +66,17 @@ def test_outcome_for_each_reason() -> None:
         )
     assert REJECTING | QUERYING == set(Reason)
     assert not REJECTING & QUERYING
+
+
+@given(st.lists(st.sampled_from(Reason), unique=True), st.randoms())
+def test_a_verdict_is_the_reasons_sorted_and_their_outcome_whatever_order_they_were_found_in(
+    found: list[Reason], rng: random.Random
+) -> None:
+    want = Verdict(tuple(sorted(found, key=lambda reason: reason.value)), outcome_for(found))
+    assert verdict_for(found) == want
+    rng.shuffle(found)
+    assert verdict_for(found) == want
+    assert verdict_for(tuple(found)) == want
 
 
 def _world():  # type: ignore[no-untyped-def]

@@ -6,27 +6,24 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final, TypeVar
 
 from cef_api.invoices.exceptions import MAX_PENNIES, AmountTooLarge
 from cef_api.invoices.repository import LINE_COLUMNS
 from cef_api.invoices.schemas import pennies
 from cef_api.tokeniser_client import TokeniserClient
 from cef_api.validation.csvfile import BackingBatch, BatchLayout
-from cef_api.validation.engine import PreparedLine, SummaryAccumulator, validate_line
+from cef_api.validation.engine import PreparedLine, SummaryAccumulator, check_line
 from cef_api.validation.prepared import prepare_batch
-from cef_api.validation.types import (
-    DuplicateKey,
-    InvoiceHeader,
-    LineOutcome,
-    Outcome,
-    Reason,
-    ReferenceData,
-)
+from cef_api.validation.rules import verdict_for
+from cef_api.validation.types import DuplicateKey, InvoiceHeader, Outcome, Reason, ReferenceData
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class KeyDigests:
@@ -51,87 +48,56 @@ class KeyDigests:
 
 
 class _NoEarlierLines:
-    """The DuplicateIndex of `assess_batch`: knows no earlier line, so validate_line judges every rule
-    but the duplicate check, which `settle_duplicates` then applies in line order. It keeps the key
-    check 9 asked about (the line's candidate key; None when check 9 did not run)."""
+    """The DuplicateIndex of `assess_batch`: knows no earlier line, so check_line judges every rule but
+    the duplicate check, which `settle_duplicates` then applies in line order."""
 
-    __slots__ = ("asked",)
-
-    def __init__(self) -> None:
-        self.asked: DuplicateKey | None = None
+    __slots__ = ()
 
     def __contains__(self, key: DuplicateKey) -> bool:
-        self.asked = key
         return False
 
     def add(self, key: DuplicateKey) -> None:
         return None
 
 
-class _StoredForms:
-    """The stored forms of one batch's repeated values (activity dates as ISO text, reasons joined,
-    amounts in pennies), each made once: the rows share them, and so do their copies in the process
-    that stores them, as pickling keeps one of each."""
+class _StoredForms(dict[K, V]):
+    """The stored form of each of one batch's repeated values (`forms[value]`), made by `make` when
+    first asked for; asked for again, it costs a dict lookup and no Python call. The rows share one
+    of each, and so do their copies in the process that stores them, as pickling keeps one of each."""
 
-    __slots__ = ("dates", "reasons", "pennies")
+    __slots__ = ("make",)
 
-    def __init__(self) -> None:
-        self.dates: dict[date, str] = {}
-        self.reasons: dict[tuple[Reason, ...], str] = {}
-        self.pennies: dict[Decimal, int] = {}
+    def __init__(self, make: Callable[[K], V]) -> None:
+        super().__init__()
+        self.make = make
 
-    def date_text(self, day: date) -> str:
-        text = self.dates.get(day)
-        if text is None:
-            text = self.dates[day] = day.isoformat()
-        return text
-
-    def reasons_text(self, reasons: tuple[Reason, ...]) -> str:
-        text = self.reasons.get(reasons)
-        if text is None:
-            # Reasons are StrEnums sorted by value (LineOutcome's contract): joined, they are their values.
-            text = self.reasons[reasons] = ";".join(reasons)
-        return text
-
-    def pennies_of(self, amount: Decimal) -> int:
-        value = self.pennies.get(amount)
-        if value is None:
-            value = pennies(amount)
-            if value > MAX_PENNIES:
-                raise AmountTooLarge(f"the amount {str(amount)[:40]} of a line")
-            self.pennies[amount] = value
-        return value
+    def __missing__(self, value: K) -> V:
+        form = self[value] = self.make(value)
+        return form
 
 
-_OUTCOME_TEXT: dict[Outcome, str] = {outcome: outcome.value for outcome in Outcome}
+def _verdict_text(found: tuple[Reason, ...]) -> tuple[str, str]:
+    """The outcome and the reasons (sorted, `;`-joined) of the reasons a line's checks found."""
+    verdict = verdict_for(found)
+    # Reasons are StrEnums: joined, they are their values.
+    return verdict.outcome.value, ";".join(verdict.reasons)
+
+
+def _pennies_to_store(amount: Decimal) -> int:
+    value = pennies(amount)
+    if value > MAX_PENNIES:
+        raise AmountTooLarge(f"the amount {str(amount)[:40]} of a line")
+    return value
+
 
 # Where settle_duplicates finds what it changes in a row (repository.LINE_COLUMNS order).
 _OUTCOME = LINE_COLUMNS.index("outcome")
 _REASONS = LINE_COLUMNS.index("reasons")
 _CLAIMED = LINE_COLUMNS.index("claimed_pennies")
 _DUP_KEY = LINE_COLUMNS.index("dup_key")
-
-
-def _row(seq: int, outcome: LineOutcome, stored: _StoredForms) -> tuple[Any, ...]:
-    """A line as `repository.LINE_COLUMNS` orders it, its dup_key left for settle_duplicates."""
-    expected, claimed = outcome.expected_amount, outcome.claimed_amount
-    activity_date = outcome.activity_date
-    return (
-        seq,
-        outcome.line_no,
-        outcome.line_ref,
-        _OUTCOME_TEXT[outcome.outcome],
-        stored.reasons_text(outcome.reasons),
-        outcome.responsible_commissioner,
-        stored.pennies_of(expected) if expected is not None else None,
-        stored.pennies_of(claimed) if claimed is not None else None,
-        outcome.nhs_token,
-        stored.date_text(activity_date) if activity_date is not None else None,
-        outcome.hrg_code,
-        outcome.point_of_delivery,
-        outcome.service_code,
-        None,
-    )
+# assess_batch collects each line's values but the first and last column (seq, dup_key) in one list.
+_PER_LINE = len(LINE_COLUMNS) - 2
+_MALFORMED: Final[Sequence[Reason]] = (Reason.MALFORMED_LINE,)
 
 
 @dataclass
@@ -156,9 +122,11 @@ def tokenise_batch(
     the key versions of the reference data. Identifiers live only in the returned object."""
     t0 = time.perf_counter()
     prepared = prepare_batch(batch, layout)
-    nhs_values = sorted({p.nhs_number for p in prepared if p.nhs_number is not None})
+    numbers = [p.nhs_number for p in prepared]
+    nhs_values = sorted(set(filter(None, numbers)))
     dob_dates = sorted({p.date_of_birth for p in prepared if p.date_of_birth is not None})
-    nhs_tokens: dict[str, str | None] = {}
+    # None, a line without a valid NHS number, is no key: such a line gets no token.
+    nhs_tokens: dict[str | None, str | None] = {}
     dob_tokens: dict[date, str | None] = {}
     if nhs_values:
         got = tokeniser.tokenise("nhs_number", nhs_values, key_version=key_version)
@@ -167,7 +135,7 @@ def tokenise_batch(
         dob_values = [d.isoformat() for d in dob_dates]
         got = tokeniser.tokenise("date_of_birth", dob_values, key_version=dob_key_version)
         dob_tokens = dict(zip(dob_dates, got.tokens, strict=True))
-    line_tokens = [nhs_tokens.get(p.nhs_number) if p.nhs_number is not None else None for p in prepared]
+    line_tokens = list(map(nhs_tokens.get, numbers))
     return TokenisedBatch(prepared, line_tokens, dob_tokens, time.perf_counter() - t0)
 
 
@@ -194,29 +162,62 @@ class AssessedBatch:
 def assess_batch(
     batch: TokenisedBatch, *, seq: int, header: InvoiceHeader, reference: ReferenceData
 ) -> AssessedBatch:
-    """validate_line on every line of a tokenised batch, duplicates aside: what needs no earlier line,
-    so batches can be assessed apart (in other processes) and settled in order afterwards."""
+    """What validate_line decides of every line of a tokenised batch, duplicates aside: what needs no
+    earlier line, so batches can be assessed apart (in other processes) and settled in order
+    afterwards. The lines' values go straight into one list, cut into columns at the end."""
     t0 = time.perf_counter()
-    rows: list[tuple[Any, ...]] = []
+    values: list[Any] = []
     candidates: list[str | None] = []
-    append, candidate, stored, digests = rows.append, candidates.append, _StoredForms(), KeyDigests()
+    extend, candidate, digests = values.extend, candidates.append, KeyDigests()
+    verdict_texts = _StoredForms[tuple[Reason, ...], tuple[str, str]](_verdict_text)
+    date_texts = _StoredForms[date, str](date.isoformat)
+    pennies_of = _StoredForms[Decimal, int](_pennies_to_store)
     dob_tokens = batch.dob_tokens
     no_earlier_lines = _NoEarlierLines()
+    # Looked up once for the batch; None leaves check_line to refuse the provider on the first line
+    # that is priced, as validate_line does.
+    factor = reference.market_forces_factor(header.provider_code.upper())
     for line, nhs_token in zip(batch.prepared, batch.line_tokens, strict=True):
-        dob_token = dob_tokens.get(line.date_of_birth) if line.date_of_birth is not None else None
-        no_earlier_lines.asked = None
-        outcome = validate_line(
-            line,
-            nhs_token=nhs_token,
-            dob_token=dob_token,
-            header=header,
-            reference=reference,
-            duplicates=no_earlier_lines,
+        if line.malformed:
+            found, commissioner, expected, key = _MALFORMED, None, None, None
+        else:
+            dob = line.date_of_birth
+            ctx = check_line(
+                line,
+                nhs_token=nhs_token,
+                dob_token=dob_tokens.get(dob) if dob is not None else None,
+                header=header,
+                reference=reference,
+                duplicates=no_earlier_lines,
+                market_forces_factor=factor,
+            )
+            found, commissioner, expected, key = (
+                ctx.reasons,
+                ctx.responsible_commissioner,
+                ctx.expected_amount,
+                ctx.duplicate_key,
+            )
+        outcome, reasons = verdict_texts[tuple(found)]
+        claimed, activity_date = line.claimed_amount, line.activity_date
+        extend(
+            (
+                line.line_no,
+                line.line_ref,
+                outcome,
+                reasons,
+                commissioner,
+                pennies_of[expected] if expected is not None else None,
+                pennies_of[claimed] if claimed is not None else None,
+                nhs_token,
+                date_texts[activity_date] if activity_date is not None else None,
+                line.hrg_code,
+                line.point_of_delivery,
+                line.service_code,
+            )
         )
-        append(_row(seq, outcome, stored))
-        key = no_earlier_lines.asked
         candidate(digests.digest(key) if key is not None else None)
-    columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in LINE_COLUMNS]
+    lines = len(candidates)
+    columns = [[seq] * lines, *(values[i::_PER_LINE] for i in range(_PER_LINE)), [None] * lines]
     return AssessedBatch(
         columns, candidates, {"prepare_and_tokenise_s": batch.seconds, "validate_s": time.perf_counter() - t0}
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from cef_api.validation.prepared import PreparedLine, prepare_line
-from cef_api.validation.rules import LINE_CHECKS, PATIENT_CHECKS, LineContext, outcome_for
+from cef_api.validation.rules import LINE_CHECKS, PATIENT_CHECKS, LineContext, verdict_for
 from cef_api.validation.rules.pricing import EXACT, PENNY
 from cef_api.validation.types import (
     DuplicateIndex,
@@ -24,6 +24,7 @@ __all__ = [
     "PreparedLine",
     "SummaryAccumulator",
     "UnknownProviderError",
+    "check_line",
     "prepare_line",
     "require_market_forces_factor",
     "summarise",
@@ -64,12 +65,15 @@ def validate_line(
     header: InvoiceHeader,
     reference: ReferenceData,
     duplicates: DuplicateIndex,
+    market_forces_factor: Decimal | None = None,
 ) -> LineOutcome:
     """Every check of validation-rules.md on one prepared line, in order; adds its DuplicateKey to
     `duplicates` when the outcome is not rejected.
 
     `nhs_token` is the token of `line.nhs_number` (required when that is set), `dob_token` of
-    `line.date_of_birth.isoformat()`. Raises UnknownProviderError when the provider has no MFF.
+    `line.date_of_birth.isoformat()`. `market_forces_factor`: the provider's, when the caller has
+    looked it up for many lines; otherwise looked up here, raising UnknownProviderError when the
+    provider has no MFF.
     """
     if line.malformed:
         return LineOutcome(
@@ -87,35 +91,24 @@ def validate_line(
             line.service_code,
             None,
         )
-    # The patient checks run only on a valid NHS number, and then need its token.
-    patient_token = nhs_token if line.nhs_number is not None else None
-    if line.nhs_number is not None and patient_token is None:
-        raise ValueError("validate_line needs the nhs_token of a line whose NHS number is valid")
-    ctx = LineContext(
+    ctx = check_line(
         line,
-        header,
-        reference,
-        duplicates,
-        require_market_forces_factor(header, reference),
-        patient_token,
-        dob_token,
+        nhs_token=nhs_token,
+        dob_token=dob_token,
+        header=header,
+        reference=reference,
+        duplicates=duplicates,
+        market_forces_factor=market_forces_factor,
     )
-    for check in LINE_CHECKS:
-        check(ctx)
-    if patient_token is not None:
-        ctx.patient = reference.patient(patient_token)
-        for check in PATIENT_CHECKS:
-            check(ctx)
-    reasons = tuple(sorted(ctx.reasons)) if ctx.reasons else ()
-    outcome = outcome_for(reasons)
-    duplicate_key = ctx.duplicate_key if outcome is not Outcome.REJECTED else None
+    verdict = verdict_for(ctx.reasons)
+    duplicate_key = ctx.duplicate_key if verdict.outcome is not Outcome.REJECTED else None
     if duplicate_key is not None:
         duplicates.add(duplicate_key)
     return LineOutcome(
         line.line_no,
         line.line_ref,
-        outcome,
-        reasons,
+        verdict.outcome,
+        verdict.reasons,
         ctx.responsible_commissioner,
         ctx.expected_amount,
         line.claimed_amount,
@@ -126,6 +119,43 @@ def validate_line(
         line.service_code,
         duplicate_key,
     )
+
+
+def check_line(
+    line: PreparedLine,
+    *,
+    nhs_token: str | None,
+    dob_token: str | None,
+    header: InvoiceHeader,
+    reference: ReferenceData,
+    duplicates: DuplicateIndex,
+    market_forces_factor: Decimal | None = None,
+) -> LineContext:
+    """Checks 2-9 on a line that passed check 1, as validate_line runs them: the context they filled
+    in, its reasons in the order found (`verdict_for` sorts them). Adds nothing to `duplicates`, so
+    a caller judging lines apart from their order (batches.assess_batch) can apply check 9 later."""
+    # The patient checks run only on a valid NHS number, and then need its token.
+    patient_token = nhs_token if line.nhs_number is not None else None
+    if line.nhs_number is not None and patient_token is None:
+        raise ValueError("validate_line needs the nhs_token of a line whose NHS number is valid")
+    ctx = LineContext(
+        line,
+        header,
+        reference,
+        duplicates,
+        market_forces_factor
+        if market_forces_factor is not None
+        else require_market_forces_factor(header, reference),
+        patient_token,
+        dob_token,
+    )
+    for check in LINE_CHECKS:
+        check(ctx)
+    if patient_token is not None:
+        ctx.patient = reference.patient(patient_token)
+        for check in PATIENT_CHECKS:
+            check(ctx)
+    return ctx
 
 
 @dataclass(slots=True)

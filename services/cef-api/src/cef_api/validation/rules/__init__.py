@@ -15,7 +15,7 @@ from cef_api.validation.rules.line_checks import (
     check_tariff_and_price,
 )
 from cef_api.validation.rules.malformed import malformed_fields
-from cef_api.validation.rules.outcome import outcome_for
+from cef_api.validation.rules.outcome import Verdict, outcome_for, verdict_for
 from cef_api.validation.rules.patient_checks import (
     check_date_of_birth,
     check_duplicate,
@@ -41,6 +41,7 @@ __all__ = [
     "WHO_PAYS_RULES",
     "Check",
     "LineContext",
+    "Verdict",
     "WhoPaysRule",
     "check_activity_period",
     "check_date_of_birth",
@@ -53,4 +54,5 @@ __all__ = [
     "malformed_fields",
     "outcome_for",
     "responsible_commissioner",
+    "verdict_for",
 ]
