@@ -1,6 +1,6 @@
 """Narrower line indexes: each index of invoice_line holds only the lines it is read for.
 
-Storing a large invoice's lines is the costliest step of its validation, and most of that cost is
+Storing a large invoice's lines is the costliest step of its validation, and a large part of that is
 the indexes. `dup_key` is set only on lines that count for later duplicates, and is only ever
 looked up by value, so lines without one need no entry. `line_ref` is looked up to decide a line,
 and only query lines are decided, so only they need an entry (other lookups by `line_ref` read the
