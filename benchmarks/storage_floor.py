@@ -115,7 +115,7 @@ def store(engine: Engine, lines: int, label: str) -> None:
         server_before = cpu_seconds(server_pid) if server_pid else 0.0
         started, cpu = time.perf_counter(), time.process_time()
         for start in range(0, lines, BATCH):
-            repository.insert_lines(session, iter(rows[start : start + BATCH]))
+            repository.insert_lines(session, rows[start : start + BATCH])
             repository.update_invoice(session, seq, lines_done=min(start + BATCH, lines))
             session.commit()
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu

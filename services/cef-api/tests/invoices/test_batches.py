@@ -4,59 +4,35 @@ compares the outcomes, this every stored value and its type."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
 import generate_world
 import pytest
+from validation.factories import fake_tokenise, reference_from_files, run
 
 from cef_api.invoices.batches import KeyDigests, assess_batch, settle_duplicates, tokenise_batch
 from cef_api.invoices.repository import LINE_COLUMNS
 from cef_api.invoices.schemas import pennies
-from cef_api.reference.parsers import parse_dataset
 from cef_api.tokeniser_client import TokenBatch
 from cef_api.validation.csvfile import read_backing_data, split_backing_batches, survey_backing_data
-from cef_api.validation.engine import (
-    SummaryAccumulator,
-    UnknownProviderError,
-    prepare_line,
-    validate_line,
-)
-from cef_api.validation.memory import InMemoryDuplicateIndex, InMemoryReferenceData
+from cef_api.validation.engine import SummaryAccumulator, UnknownProviderError
+from cef_api.validation.memory import InMemoryDuplicateIndex
 from cef_api.validation.prepared import PREPARED_COLUMNS
 from cef_api.validation.types import InvoiceHeader, LineOutcome
 
 SEQ = 3
 
 
-def _token(kind: str, value: str) -> str:
-    return hashlib.sha256(f"{kind}\x00{value}".encode()).hexdigest()[:24]
-
-
 class _Tokeniser:
-    """The one method of TokeniserClient that tokenise_batch calls, answering with `_token`."""
+    """The one method of TokeniserClient that tokenise_batch calls, answering with fake_tokenise."""
 
     def tokenise(self, kind: str, values: Sequence[str], *, key_version: int | None = None) -> TokenBatch:
-        return TokenBatch(key_version or 1, [_token(kind, value) for value in values])
+        return TokenBatch(key_version or 1, [fake_tokenise(kind, value) for value in values])
 
 
 TOKENISER: Any = _Tokeniser()
-
-
-def _reference(world: generate_world.World) -> InMemoryReferenceData:
-    rows = {dataset: parse_dataset(dataset, body) for dataset, body in world.reference_files().items()}
-    return InMemoryReferenceData.from_rows(
-        gp_practices=rows["gp-practices"],
-        patients=rows["patients"],
-        registrations=rows["registrations"],
-        postcode_districts=rows["postcode-districts"],
-        tariff=rows["tariff"],
-        providers=rows["providers"],
-        specialised_services=rows["specialised-services"],
-        tokenise=_token,
-    )
 
 
 def _header(fields: dict[str, str], **codes: str) -> InvoiceHeader:
@@ -102,7 +78,7 @@ def _typed(rows: list[tuple[Any, ...]]) -> list[list[tuple[type, Any]]]:
 def test_batches_store_what_validate_line_decides(
     world: generate_world.World, batch_lines: int, lower_case_codes: bool
 ) -> None:
-    reference = _reference(world)
+    reference = reference_from_files(world.reference_files())
     duplicates, keys = InMemoryDuplicateIndex(), set[str]()
     for invoice in world.invoices:
         fields = invoice.header
@@ -116,20 +92,8 @@ def test_batches_store_what_validate_line_decides(
         )
         header = _header(fields, **codes)
         chunks = [invoice.backing[i : i + 500] for i in range(0, len(invoice.backing), 500)]
-        expected = []
-        for raw in read_backing_data(chunks):
-            line = prepare_line(raw)
-            outcome = validate_line(
-                line,
-                nhs_token=_token("nhs_number", line.nhs_number) if line.nhs_number else None,
-                dob_token=_token("date_of_birth", line.date_of_birth.isoformat())
-                if line.date_of_birth
-                else None,
-                header=header,
-                reference=reference,
-                duplicates=duplicates,
-            )
-            expected.append(_stored(outcome))
+        lines = list(read_backing_data(chunks))
+        expected = [_stored(o) for o in run(reference, lines, invoice=header, duplicates=duplicates)]
 
         survey = survey_backing_data(chunks, batch_lines=batch_lines)
         layout, batches = split_backing_batches(chunks, survey, PREPARED_COLUMNS)
@@ -146,7 +110,7 @@ def test_batches_store_what_validate_line_decides(
 def test_an_unknown_provider_is_refused_on_the_first_priced_line_as_line_by_line(
     world: generate_world.World,
 ) -> None:
-    reference = _reference(world)
+    reference = reference_from_files(world.reference_files())
     header = _header(world.invoices[0].header, provider_code="ZZZ")
     head = ",".join(generate_world.COLUMNS)
     malformed = "L1,9434765919,,,,,EL,AB12C,2019-07-01,,n/a\nL2,,,,,,XX,AB12C,2019-07-01,,1.00\n"

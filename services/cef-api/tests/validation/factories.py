@@ -19,6 +19,7 @@ from cef_api.reference.parsers import (
     RegistrationRow,
     SpecialisedServiceRow,
     TariffRow,
+    parse_dataset,
 )
 from cef_api.validation.csvfile import RawLine
 from cef_api.validation.engine import prepare_line, validate_line
@@ -119,6 +120,22 @@ class World:
             specialised_services=self.specialised_services,
             tokenise=fake_tokenise,
         )
+
+
+def reference_from_files(files: dict[str, bytes]) -> InMemoryReferenceData:
+    """Reference data as the service loads it: each dataset's file (keyed by its name in
+    `PUT /v1/reference/{dataset}`) through its parser, patients tokenised with fake_tokenise."""
+    rows = {dataset: parse_dataset(dataset, body) for dataset, body in files.items()}
+    return InMemoryReferenceData.from_rows(
+        gp_practices=rows["gp-practices"],
+        patients=rows["patients"],
+        registrations=rows["registrations"],
+        postcode_districts=rows["postcode-districts"],
+        tariff=rows["tariff"],
+        providers=rows["providers"],
+        specialised_services=rows["specialised-services"],
+        tokenise=fake_tokenise,
+    )
 
 
 def header(

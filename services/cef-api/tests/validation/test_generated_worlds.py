@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from cef_api.reference.parsers import parse_dataset
 from cef_api.validation.csvfile import read_backing_data
 from cef_api.validation.engine import summarise
-from cef_api.validation.memory import InMemoryDuplicateIndex, InMemoryReferenceData
+from cef_api.validation.memory import InMemoryDuplicateIndex
 from cef_api.validation.types import InvoiceHeader
 
-from .factories import fake_tokenise, run
+from .factories import reference_from_files, run
 
 BENCHMARKS = Path(__file__).resolve().parents[4] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
@@ -25,17 +24,7 @@ generate_world = pytest.importorskip("generate_world")
 @pytest.mark.parametrize("seed", [3, 11, 2026])
 def test_generated_world_outcomes(seed: int) -> None:
     world = generate_world.generate(seed=seed, patients=200, invoices=4, lines_per_invoice=120)
-    rows = {dataset: parse_dataset(dataset, body) for dataset, body in world.reference_files().items()}
-    reference = InMemoryReferenceData.from_rows(
-        gp_practices=rows["gp-practices"],
-        patients=rows["patients"],
-        registrations=rows["registrations"],
-        postcode_districts=rows["postcode-districts"],
-        tariff=rows["tariff"],
-        providers=rows["providers"],
-        specialised_services=rows["specialised-services"],
-        tokenise=fake_tokenise,
-    )
+    reference = reference_from_files(world.reference_files())
     duplicates = InMemoryDuplicateIndex()
     for invoice in world.invoices:
         h = invoice.header

@@ -31,7 +31,6 @@ from hypothesis import strategies as st
 
 from cef_api.invoices.batches import TokenisedBatch, assess_batch, settle_duplicates
 from cef_api.invoices.repository import LINE_COLUMNS
-from cef_api.reference.parsers import parse_dataset
 from cef_api.validation.csvfile import read_backing_data, split_backing_batches, survey_backing_data
 from cef_api.validation.engine import InvoiceSummary, SummaryAccumulator, summarise
 from cef_api.validation.memory import InMemoryDuplicateIndex, InMemoryReferenceData
@@ -39,7 +38,7 @@ from cef_api.validation.prepared import PREPARED_COLUMNS, prepare_batch
 from cef_api.validation.types import InvoiceHeader
 from cef_common.testing import SHARED_DIR
 
-from .factories import fake_tokenise, run
+from .factories import fake_tokenise, reference_from_files, run
 
 # ================================================================================================
 # The oracle: validation-rules.md, read literally, as simply as possible.
@@ -345,20 +344,6 @@ def o_invoice(
 # ================================================================================================
 # The engine, run as the service runs it (reference files parsed, backing data streamed in chunks).
 # ================================================================================================
-
-
-def engine_reference(files: dict[str, bytes]) -> InMemoryReferenceData:
-    rows = {dataset: parse_dataset(dataset, body) for dataset, body in files.items()}
-    return InMemoryReferenceData.from_rows(
-        gp_practices=rows["gp-practices"],
-        patients=rows["patients"],
-        registrations=rows["registrations"],
-        postcode_districts=rows["postcode-districts"],
-        tariff=rows["tariff"],
-        providers=rows["providers"],
-        specialised_services=rows["specialised-services"],
-        tokenise=fake_tokenise,
-    )
 
 
 def engine_header(header: Header) -> InvoiceHeader:
@@ -853,7 +838,7 @@ def worlds(draw: Any) -> World:
 def compare(world: World, *, batch_lines: int | None = None) -> None:
     """Every invoice of the world through the engine (line by line, or as the job does in batches
     of `batch_lines`) and through the oracle: the same decisions and summaries."""
-    reference = engine_reference(world.files)
+    reference = reference_from_files(world.files)
     oracle_ref = o_reference(world.files, world.epraccur_encoding)
     duplicates = InMemoryDuplicateIndex()
     digests: set[str] = set()

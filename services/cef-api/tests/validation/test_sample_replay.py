@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from cef_api.reference.parsers import FILENAMES, parse_dataset
+from cef_api.reference.parsers import FILENAMES
 from cef_api.validation.csvfile import read_backing_data
 from cef_api.validation.engine import summarise
 from cef_api.validation.memory import InMemoryDuplicateIndex, InMemoryReferenceData
 from cef_api.validation.types import InvoiceHeader
 from cef_common.testing import SHARED_DIR
 
-from .factories import fake_tokenise, run
+from .factories import reference_from_files, run
 
 SAMPLE = SHARED_DIR / "data/sample"
 EPRACCUR = SHARED_DIR / "data/reference/epraccur.csv"
@@ -40,20 +40,11 @@ WORLDS = [
 
 
 def _reference(world: Path, epraccur: Path) -> InMemoryReferenceData:
-    rows = {"gp-practices": parse_dataset("gp-practices", epraccur.read_bytes())}
+    files = {"gp-practices": epraccur.read_bytes()}
     for dataset, filename in FILENAMES.items():
         if dataset != "gp-practices":
-            rows[dataset] = parse_dataset(dataset, (world / "reference" / filename).read_bytes())
-    return InMemoryReferenceData.from_rows(
-        gp_practices=rows["gp-practices"],
-        patients=rows["patients"],
-        registrations=rows["registrations"],
-        postcode_districts=rows["postcode-districts"],
-        tariff=rows["tariff"],
-        providers=rows["providers"],
-        specialised_services=rows["specialised-services"],
-        tokenise=fake_tokenise,
-    )
+            files[dataset] = (world / "reference" / filename).read_bytes()
+    return reference_from_files(files)
 
 
 def _header(path: Path) -> InvoiceHeader:

@@ -7,7 +7,7 @@ import csv
 import io
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import chain, count, islice
+from itertools import chain, islice
 from operator import itemgetter
 from typing import Any, Final
 
@@ -248,18 +248,12 @@ def read_batch_values(
     line numbers, values and flags the whole-file reader gives those rows. Raises RuntimeError if the
     batch does not hold the rows the survey counted, which would mean the cut was wrong."""
     reader = csv.reader(io.StringIO(batch.text, newline=""), strict=True)
-    rows = _data_rows(reader, layout, batch.first_line_no - 1, check_repeats=False)
-    # zip stops at the rows' end without drawing from `held`, which then gives their number. The rows
-    # pass through C iterators only: no Python frame per row on top of _data_rows's.
-    held = count()
-    return chain(map(itemgetter(0), zip(rows, held, strict=False)), _held_as_counted(held, batch.lines))
-
-
-def _held_as_counted(held: Iterator[int], lines: int) -> Iterator[Any]:
-    """Nothing, once the rows of a batch are read; RuntimeError when they were not `lines` rows."""
-    if (rows := next(held)) != lines:
-        raise RuntimeError(f"a batch of backing data held {rows} rows where {lines} were counted")
-    yield from ()
+    held = 0
+    for row in _data_rows(reader, layout, batch.first_line_no - 1, check_repeats=False):
+        held += 1
+        yield row
+    if held != batch.lines:
+        raise RuntimeError(f"a batch of backing data held {held} rows where {batch.lines} were counted")
 
 
 def _not_csv(reader: Any, exc: csv.Error) -> BackingDataError:
