@@ -17,7 +17,7 @@ from sqlalchemy import text
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cef_common import db
+from cef_common import db, redact
 from cef_common.audit import OutboxRelay
 from cef_common.auth import ServiceTokens, TokenVerifier
 from cef_common.context import accept_request_id, accept_traceparent, request_id_var, traceparent_var
@@ -213,6 +213,8 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
     app.state.settings = settings
     app.state.verifier = TokenVerifier.from_settings(settings)
     app.state.service_tokens = ServiceTokens.from_settings(settings)
+    # Free values a caller sends are recorded as digests keyed by this service's own secret.
+    redact.configure(app.state.service_tokens.signer.key.private_pem.encode())
     install_error_handlers(app)
     app.add_middleware(
         RequestContextMiddleware, default_limit=settings.max_body_bytes, limits=spec.body_limits
