@@ -687,8 +687,11 @@ class _InvoiceGenerator:
         return row, exp
 
 
-def big_invoice(world: World, lines: int, *, seed: int = 99) -> tuple[dict[str, str], Iterator[bytes]]:
-    """A header and a backing file of `lines` lines as byte chunks (for the benchmark)."""
+def big_invoice(
+    world: World, lines: int, *, seed: int = 99, expected: list[ExpectedLine] | None = None
+) -> tuple[dict[str, str], Iterator[bytes]]:
+    """A header and a backing file of `lines` lines as byte chunks (for the benchmark); each line's
+    expected outcome is appended to `expected`, when given, as its chunk is made."""
     rng = random.Random(seed)
     gen = _InvoiceGenerator(rng, world, [], SCENARIOS)
     codes = gen.codes = sorted(gen.pools["registered"])
@@ -710,9 +713,11 @@ def big_invoice(world: World, lines: int, *, seed: int = 99) -> tuple[dict[str, 
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(COLUMNS)
         for i in range(1, lines + 1):
-            row, _ = gen._line(
+            row, exp = gen._line(
                 f"{i:07d}", gen.rng.choices(gen.names, gen.weights)[0], code, commissioner, first, last
             )
+            if expected is not None:
+                expected.append(exp)
             w.writerow([row[c] for c in COLUMNS])
             if i % 20_000 == 0:
                 yield buf.getvalue().encode()

@@ -73,6 +73,8 @@ def line_rows(seq: int, lines: int, seed: int = 1) -> Iterator[tuple[Any, ...]]:
             f"AB{rng.randrange(100):02d}C",
             rng.choice(("EL", "NEL", "DC", "OPFA", "OPFU")),
             None,
+            "D1." + token[3:],  # dob_token and postcode_token: token-shaped, as a job stores them
+            "P1." + token[3:],
             hashlib.blake2b(rng.randbytes(16), digest_size=16).hexdigest() if counted else None,
         )
 

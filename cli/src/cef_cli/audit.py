@@ -5,15 +5,32 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
-from rich.table import Table
 
-from cef_cli.common import DataDirOption, console, fail, local_token, out, service_url
+from cef_cli.common import (
+    UNREACHABLE,
+    DataDirOption,
+    console,
+    fail,
+    group,
+    local_token,
+    out,
+    print_table,
+    problem_text,
+    service_url,
+    table,
+)
 
-app = typer.Typer(help="The audit log: verify that nobody rewrote it, and query it.", no_args_is_help=True)
+if TYPE_CHECKING:
+    import httpx
+
+# `cef audit verify`'s exit statuses (also in its --help and the README).
+VALID, BROKEN, USAGE = 0, 1, 2
+CHECKPOINTS_FILE = "audit-checkpoints.jsonl"
+
+app = group("The audit log: verify that nobody rewrote it, and query it.")
 
 UrlOption = Annotated[
     str | None, typer.Option("--url", help="Base URL of the audit service (default: the local `cef up`).")
@@ -21,6 +38,8 @@ UrlOption = Annotated[
 
 
 def _client(data_dir: Path, url: str | None, sub: str) -> httpx.Client:
+    import httpx
+
     token = local_token(data_dir, scope="audit:read", audience="audit", sub=sub)
     return httpx.Client(
         base_url=(url or service_url("audit")).rstrip("/"),
@@ -29,22 +48,25 @@ def _client(data_dir: Path, url: str | None, sub: str) -> httpx.Client:
     )
 
 
-def _problem(response: httpx.Response) -> str:
+_problem = problem_text
+
+
+def _request(client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    import httpx
+
     try:
-        body = response.json()
-        return f"HTTP {response.status_code}: {body.get('detail') or body.get('title')}"
-    except ValueError:
-        return f"HTTP {response.status_code}: {response.text[:300]}"
+        return client.request(method, path, **kwargs)
+    except httpx.HTTPError as exc:
+        fail(
+            f"cannot reach the audit service at {client.base_url}: {type(exc).__name__}; "
+            "is `cef up` running?",
+            code=UNREACHABLE,
+        )
+        raise  # unreachable
 
 
 def _get(client: httpx.Client, path: str, **kwargs: Any) -> httpx.Response:
-    try:
-        return client.get(path, **kwargs)
-    except httpx.HTTPError as exc:
-        fail(
-            f"cannot reach the audit service at {client.base_url}: {type(exc).__name__}; is `cef up` running?"
-        )
-        raise  # unreachable
+    return _request(client, "GET", path, **kwargs)
 
 
 def _load_kept(path: Path) -> list[dict[str, Any]]:
@@ -84,25 +106,34 @@ def verify(
     data_dir: DataDirOption = Path("var"),
     url: UrlOption = None,
     checkpoints: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--checkpoints",
-            help="File of checkpoints you keep (JSON Lines; created, then appended to). Keep it away from "
-            "the audit database: it is what catches a rewrite of the whole log.",
+            help=f"File of checkpoints you keep (JSON Lines; created, then appended to) [default: "
+            f"DATA_DIR/{CHECKPOINTS_FILE}]. Keep a copy away from the audit database: it is what "
+            "catches a rewrite of the whole log.",
             dir_okay=False,
+            show_default=False,
         ),
-    ] = Path("audit-checkpoints.jsonl"),
+    ] = None,
 ) -> None:
-    """Recompute the audit log's hash chain, check it against every checkpoint (the service's and the
-    ones kept in --checkpoints), then keep the latest signed checkpoint. Exits 1 when invalid."""
+    """Verify the audit log and the checkpoints you keep.
+
+    Recomputes the audit log's hash chain, checks it against every checkpoint (the service's and the
+    ones kept in --checkpoints), then keeps the latest signed checkpoint.
+
+    Exit status: 0 valid; 1 invalid (broken chain, a checkpoint that does not match, or an edited
+    checkpoint file); 2 wrong usage; 3 the audit service did not answer or refused to verify."""
     from cef_audit.integrity.verify import open_checkpoint
 
+    if checkpoints is None:
+        checkpoints = data_dir / CHECKPOINTS_FILE
     kept = _load_kept(checkpoints)
     _check_kept_signatures(checkpoints, kept)
     with _client(data_dir, url, "cef-audit-verify") as client:
         jwks_response = _get(client, "/.well-known/jwks.json")
         if jwks_response.status_code != 200:
-            fail(f"cannot read the audit service's keys: {_problem(jwks_response)}")
+            fail(f"cannot read the audit service's keys: {_problem(jwks_response)}", code=UNREACHABLE)
         jwks = jwks_response.json()
         pinned = {entry["jwk"].get("kid") for entry in kept}
         if kept and not pinned & {k.get("kid") for k in jwks.get("keys", [])}:
@@ -110,12 +141,9 @@ def verify(
                 "[yellow]warning:[/] the audit service signs with a key none of your kept checkpoints "
                 "was signed with; confirm the key change with its operators before trusting new checkpoints"
             )
-        try:
-            response = client.post("/v1/verify", json={"checkpoints": [e["jws"] for e in kept]})
-        except httpx.HTTPError as exc:
-            fail(f"cannot reach the audit service at {client.base_url}: {type(exc).__name__}")
+        response = _request(client, "POST", "/v1/verify", json={"checkpoints": [e["jws"] for e in kept]})
         if response.status_code != 200:
-            fail(f"verification could not run: {_problem(response)}")
+            fail(f"verification could not run: {_problem(response)}", code=UNREACHABLE)
         report = response.json()
         latest_response = _get(client, "/v1/checkpoints")
     latest: dict[str, Any] | None = None
@@ -143,8 +171,8 @@ def verify(
             f"[bold red]INVALID[/]: the audit log cannot be trusted from event {report.get('first_bad_seq')}"
         )
         for problem in problems or [report.get("reason")]:
-            out.print(f"  - {problem}")
-        raise typer.Exit(1)
+            out.print(f"  - {problem}", highlight=False, markup=False)
+        raise typer.Exit(BROKEN)
 
     added = ""
     if latest is not None and latest["length"] not in {e["length"] for e in kept}:
@@ -180,9 +208,14 @@ def events(
         str, typer.Option("--format", help="table, or an export of every match: jsonl, csv, fhir.")
     ] = "table",
 ) -> None:
-    """List audit events (newest first in a table; exports stream every match in seq order)."""
+    """List audit events, or export every match.
+
+    A table shows the newest first; an export (--format) streams every match in seq order."""
+    import httpx
+    from rich.markup import escape
+
     if format not in ("table", "jsonl", "csv", "fhir"):
-        fail("--format must be one of table, jsonl, csv, fhir")
+        fail("--format must be one of table, jsonl, csv, fhir", code=USAGE)
     params: dict[str, Any] = {
         k: v
         for k, v in {
@@ -208,26 +241,31 @@ def events(
                     for chunk in r.iter_bytes():
                         sys.stdout.buffer.write(chunk)
             except httpx.HTTPError as exc:
-                fail(f"cannot reach the audit service at {client.base_url}: {type(exc).__name__}")
+                fail(
+                    f"cannot reach the audit service at {client.base_url}: {type(exc).__name__}",
+                    code=UNREACHABLE,
+                )
             return
         response = _get(client, "/v1/events", params={**params, "limit": limit, "order": "desc"})
     if response.status_code != 200:
         fail(_problem(response))
-    table = Table("seq", "recorded at", "actor", "org", "action", "type", "outcome", "entity", "purpose")
+    # Six columns, two facts to a cell (actor and org; type, then action and outcome): 80 columns.
+    shown = table("seq", "recorded at", "actor", "event", "entity", "purpose")
+    for column in shown.columns[:2]:
+        column.no_wrap = True
     for e in response.json()["items"]:
         entity_ = e.get("entity") or {}
         what = "/".join(str(x) for x in (entity_.get("type"), entity_.get("id")) if x)
         if entity_.get("count") is not None:
             what += f" ×{entity_['count']}"
-        table.add_row(
+        cells = (
             str(e["seq"]),
             e["recorded_at"][:19].replace("T", " "),
-            e["actor"]["sub"],
-            e["actor"].get("org") or "",
-            e["action"],
-            e["type"],
-            e["outcome"],
+            "\n".join(x for x in (e["actor"]["sub"], e["actor"].get("org")) if x),
+            f"{e['type']}\n{e['action']}, {e['outcome']}",
             what,
             e.get("purpose") or "",
         )
-    out.print(table)
+        # What callers wrote (subjects, entity ids, purposes) is text, never rich markup.
+        shown.add_row(*(escape(cell) for cell in cells))
+    print_table(shown)

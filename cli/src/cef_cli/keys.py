@@ -7,16 +7,16 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from pydantic import ValidationError
-from rich.table import Table
 
-from cef_cli.common import DataDirOption, console, fail, out
-from cef_tokeniser.config import Settings
+from cef_cli.common import DataDirOption, console, fail, group, out, print_table, table
 
-app = typer.Typer(help="The tokeniser's data keys: list versions, rotate.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from cef_tokeniser.config import Settings
+
+app = group("The tokeniser's data keys: list versions, rotate.")
 
 
 class KindChoice(StrEnum):
@@ -26,6 +26,10 @@ class KindChoice(StrEnum):
 
 
 def _settings(data_dir: Path) -> Settings:
+    from pydantic import ValidationError
+
+    from cef_tokeniser.config import Settings
+
     try:
         return Settings(data_dir=data_dir)
     except ValidationError as exc:
@@ -41,7 +45,9 @@ def rotate(
     ] = None,
     data_dir: DataDirOption = Path("var"),
 ) -> None:
-    """Add a key version for KIND in CONTEXT: new tokens use it; tokens of older versions still resolve.
+    """Add a key version for KIND in CONTEXT.
+
+    New tokens use it; tokens of older versions still resolve.
 
     Afterwards, POST /v1/retokenise maps stored tokens to the new version."""
     from cef_tokeniser.keys import KeyStoreError, rotate_data_key
@@ -70,14 +76,16 @@ def list_(data_dir: DataDirOption = Path("var")) -> None:
     if not versions:
         console.print("no data keys yet: the first tokenise call of a kind and context creates version 1")
         return
-    table = Table("kind", "context", "version", "current", "created at", "master key")
+    shown = table("kind", "context", "version", "current", "created at", "master key")
+    for column in shown.columns[:5]:
+        column.no_wrap = True
     for v in versions:
-        table.add_row(
+        shown.add_row(
             v.kind,
             v.context,
             str(v.version),
             "yes" if v.current else "",
-            v.created_at.isoformat(),
+            v.created_at.strftime("%Y-%m-%d %H:%M"),
             v.master_key_id,
         )
-    out.print(table)
+    print_table(shown)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cef_cli import audit, invoices, keys, reference
+from cef_cli import audit, invoices, keys, reference, reidentify
 from cef_cli.common import SERVICES, DataDirOption, out
 from cef_cli.up import up
 
@@ -15,12 +15,15 @@ app = typer.Typer(
     help="Controlled Environment for Finance: run, feed and inspect the CEF.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    # Plain help: rich's help formatting alone doubles the start-up time of every command.
+    rich_markup_mode=None,
 )
 app.command("up")(up)
 app.add_typer(reference.app, name="reference")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 invoices.register(app)
+reidentify.register(audit=audit.app, invoices=invoices.invoices_app)
 
 
 @app.command()
@@ -33,14 +36,15 @@ def token(
     ] = "cef-api",
     data_dir: DataDirOption = Path("var"),
 ) -> None:
-    """Print a token from the development issuer of `cef up` (the last line of the output)."""
+    """Print a development token (`cef up`'s issuer).
+
+    The token is the last line of the output."""
     from cef_cli.common import fail, local_token
 
     if aud not in SERVICES:
         fail(f"--aud must be one of {', '.join(SERVICES)}")
-    out.print(
-        local_token(data_dir, scope=scope, audience=aud, org=org, sub=sub), soft_wrap=True, highlight=False
-    )
+    # Plain print: the token must be one unbroken line, and rich is not worth importing for it.
+    print(local_token(data_dir, scope=scope, audience=aud, org=org, sub=sub))
 
 
 @app.command()
@@ -48,7 +52,9 @@ def migrate(
     service: Annotated[list[str] | None, typer.Option(help="Only this service (repeatable).")] = None,
     data_dir: DataDirOption = Path("var"),
 ) -> None:
-    """Apply each service's database migrations (settings from the environment)."""
+    """Apply each service's database migrations.
+
+    Each service's settings (its database URL) come from the environment."""
     from cef_cli.up import _services
     from cef_common import db
 

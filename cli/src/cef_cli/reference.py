@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
-import httpx
 import typer
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cef_cli.common import DataDirOption, console, fail, local_token, out, service_url
-
-app = typer.Typer(
-    help="Reference data of the CEF (GP practices, patients, tariff, ...).", no_args_is_help=True
+from cef_cli.common import (
+    UNREACHABLE,
+    DataDirOption,
+    console,
+    fail,
+    group,
+    local_token,
+    out,
+    problem_text,
+    service_url,
 )
+
+if TYPE_CHECKING:
+    import httpx
+
+app = group("Reference data: GP practices, patients, tariff and the rest.")
 
 # Practices and providers first, patient-keyed data last.
 LOAD_ORDER = (
@@ -34,15 +43,7 @@ def _filenames() -> dict[str, str]:
 
 
 def _problem_lines(response: httpx.Response) -> list[str]:
-    try:
-        body: dict[str, Any] = response.json()
-    except ValueError:
-        return [f"HTTP {response.status_code}: {response.text[:300]}"]
-    lines = [f"HTTP {response.status_code}: {body.get('detail', body.get('title', ''))}"]
-    for err in body.get("errors", [])[:20]:
-        where = f"line {err.get('line')}" + (f", column {err['column']}" if err.get("column") else "")
-        lines.append(f"  {where}: {err.get('message')}")
-    return lines
+    return problem_text(response).splitlines()
 
 
 @app.command("load")
@@ -52,7 +53,12 @@ def load(
     ],
     data_dir: DataDirOption = Path("var"),
 ) -> None:
-    """Load every reference file found in DIRECTORY through the local CEF API (each replaces its dataset)."""
+    """Load every reference file found in DIRECTORY.
+
+    Each goes through the local CEF API and replaces its dataset."""
+    import httpx
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     names = _filenames()
     found = [(d, directory / names[d]) for d in LOAD_ORDER if (directory / names[d]).is_file()]
     if not found:
@@ -81,7 +87,10 @@ def load(
                 )
             except httpx.HTTPError as exc:
                 progress.stop()
-                fail(f"the CEF API at {url} did not answer ({type(exc).__name__}): is `cef up` running?")
+                fail(
+                    f"the CEF API at {url} did not answer ({type(exc).__name__}): is `cef up` running?",
+                    code=UNREACHABLE,
+                )
             if response.status_code == 200:
                 body = response.json()
                 progress.console.print(

@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import importlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import textwrap
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-import httpx
+from cef_cli.common import COLUMNS, DataDirOption, command_line, console, data_dir_args, fail, out, shown_path
 
-from cef_cli.common import DataDirOption, console, fail, out
-from cef_common import db
-from cef_common.auth import ensure_dev_issuer
-from cef_common.keys import jwks_path_for, load_signing_key
-from cef_common.settings import BaseServiceSettings
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from cef_common.settings import BaseServiceSettings
 
 READY_TIMEOUT = 60.0
+DEFAULT_PORTS = {"tokeniser": 8001, "cef-api": 8002, "audit": 8003}
 
 
 @dataclass
@@ -37,6 +41,10 @@ class ServiceRun:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.settings.port}"
+
+    @property
+    def port_setting(self) -> str:
+        return f"{self.env_prefix}PORT"
 
 
 def _die_with_parent() -> None:
@@ -71,6 +79,8 @@ def _services(data_dir: Path) -> list[ServiceRun]:
 
 
 def _issuer(name: str, keys_dir: Path, scopes: list[str] | None) -> dict[str, object]:
+    from cef_common.keys import jwks_path_for
+
     return {
         "issuer": name,
         "jwks_file": str(jwks_path_for(keys_dir / f"{name}.pem")),
@@ -117,10 +127,84 @@ def _environment(
 
 
 def _ready(url: str) -> bool:
+    import httpx
+
     try:
         return httpx.get(f"{url}/readyz", timeout=1.0).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether another program listens on (host, port). Bound as uvicorn binds (SO_REUSEADDR), so
+    a port an earlier run left in TIME_WAIT counts as free, as it is for the service."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def _free_port_near(port: int) -> int:
+    for candidate in range(port + 10, min(port + 100, 65536), 10):
+        if not port_in_use("127.0.0.1", candidate):
+            return candidate
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _port_advice(taken: list[ServiceRun]) -> str:
+    """What to tell a user whose ports are taken: which, and the command that avoids them."""
+    ports = ", ".join(f"{run.settings.port} ({run.name})" for run in taken)
+    settings = " ".join(f"{run.port_setting}={_free_port_near(run.settings.port)}" for run in taken)
+    return (
+        f"port{'s' if len(taken) > 1 else ''} {ports} already in use by another program (an earlier "
+        f"`cef up`?). Stop that program, or choose other ports, e.g. `{settings} make up`, and set the "
+        "same in the shell of the other `cef` commands."
+    )
+
+
+def _check_ports(runs: list[ServiceRun]) -> None:
+    """Refuses to start when a port is taken, before anything is started or migrated."""
+    by_port: dict[int, str] = {}
+    for run in runs:
+        other = by_port.setdefault(run.settings.port, run.name)
+        if other != run.name:
+            fail(
+                f"{other} and {run.name} are both configured for port {run.settings.port}: "
+                f"give one of them another port ({run.port_setting})"
+            )
+    taken = [run for run in runs if port_in_use(run.settings.host, run.settings.port)]
+    if taken:
+        fail(_port_advice(taken))
+
+
+def _listens(pid: int, port: int) -> bool | None:
+    """Whether process `pid` holds the listening socket of `port`: a /readyz answer on the port
+    may come from another program that took it first. None where /proc cannot tell (not Linux)."""
+    inodes = set()
+    try:
+        for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+            with open(path) as table:
+                next(table)
+                for row in table:
+                    fields = row.split()
+                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A = LISTEN
+                        inodes.add(f"socket:[{fields[9]}]")
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except (OSError, IndexError, ValueError, StopIteration):
+        return None
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _stop_all(runs: list[ServiceRun], timeout: float = 15.0) -> None:
@@ -148,17 +232,69 @@ def demo_directory() -> Path | None:
     return None
 
 
+@dataclass
+class Reference:
+    """What the CEF API's database holds of reference data: the version in force per dataset and
+    who loaded it; and which demo invoices were already submitted (number → id)."""
+
+    versions: dict[str, int] = field(default_factory=dict)
+    loaders: set[str] = field(default_factory=set)
+    invoices: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    @property
+    def seeded(self) -> bool:
+        from cef_api.seed import SEED_PRINCIPAL
+
+        return bool(self.versions) and self.loaders == {SEED_PRINCIPAL.sub}
+
+    def listed(self) -> str:
+        return ", ".join(f"{d} v{v}" for d, v in sorted(self.versions.items()))
+
+
+def _reference(run: ServiceRun) -> Reference:
+    import sqlalchemy as sa
+    from sqlmodel import Session
+
+    from cef_api.invoices.repository import IV
+    from cef_api.reference import repository
+    from cef_common import db
+
+    engine = db.make_engine(run.settings.effective_database_url)
+    try:
+        with Session(engine) as session:
+            current = repository.current_versions(session)
+            rows = session.execute(sa.select(IV.provider_code, IV.invoice_number, IV.id)).all()
+    finally:
+        engine.dispose()
+    return Reference(
+        versions={d: v.version for d, v in current.items()},
+        loaders={v.loaded_by for v in current.values()},
+        invoices={(p, n): i for p, n, i in rows},
+    )
+
+
 def up(data_dir: DataDirOption = Path("var")) -> None:
-    """Run the tokeniser, CEF API and audit services until Ctrl-C or SIGTERM."""
+    """Run the tokeniser, CEF API and audit services until Ctrl-C.
+
+    Ctrl-C or SIGTERM stops all three; so does one of them dying (then the exit status is 1).
+
+    A new data directory gets development keys and the demo world (demo/); a data directory used
+    before keeps what it holds. Refuses to start when a port is taken (CEF_*_PORT changes them)."""
+    from cef_common import db
+    from cef_common.devtokens import ensure_dev_issuer
+    from cef_common.keys import load_signing_key
+
     fresh = not (data_dir / "keys").exists()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    keys = data_dir / "keys"
-    ensure_dev_issuer(keys)
     runs = _services(data_dir)
+    _check_ports(runs)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dev_issuer(data_dir / "keys")
     for run in runs:
         # Each service's own signing key; peers trust it through the JWKS beside it.
         load_signing_key(run.settings.effective_signing_key_file, create=True)
         db.upgrade(run.migrations, run.settings.effective_database_url)
+    api = next(run for run in runs if run.name == "cef-api")
+    before = _reference(api)
     demo = demo_directory() if fresh else None
 
     stopping = False
@@ -195,16 +331,34 @@ def up(data_dir: DataDirOption = Path("var")) -> None:
             assert run.process is not None
             if run.process.poll() is not None:
                 _stop_all(runs)
-                fail(f"{run.name} exited with status {run.process.returncode} while starting (log above)")
-            if run.name in pending and _ready(run.url):
+                why = f"{run.name} exited with status {run.process.returncode} while starting (log above)"
+                if port_in_use(run.settings.host, run.settings.port):
+                    why += f": {_port_advice([run])}"
+                fail(why)
+            # Ready only when this run's own process answers: another program may hold the port.
+            if (
+                run.name in pending
+                and _ready(run.url)
+                and _listens(run.process.pid, run.settings.port) is not False
+            ):
                 pending.discard(run.name)
         if time.monotonic() - started > READY_TIMEOUT:
+            # A port another program holds is the likelier reason than slowness: say so.
+            taken = [
+                run
+                for run in runs
+                if run.name in pending
+                and run.process is not None
+                and _listens(run.process.pid, run.settings.port) is False
+                and port_in_use(run.settings.host, run.settings.port)
+            ]
             _stop_all(runs)
-            fail(f"not ready after {READY_TIMEOUT:.0f} s: {', '.join(sorted(pending))}")
+            why = f"not ready after {READY_TIMEOUT:.0f} s: {', '.join(sorted(pending))}"
+            fail(f"{why}: {_port_advice(taken)}" if taken else why)
         time.sleep(0.2)
 
     if not stopping:
-        _banner(runs, data_dir, time.monotonic() - started, demo)
+        _banner(runs, data_dir, time.monotonic() - started, demo_directory(), before, _reference(api))
 
     exit_code = 0
     while not stopping:
@@ -223,31 +377,87 @@ def up(data_dir: DataDirOption = Path("var")) -> None:
     raise SystemExit(exit_code)
 
 
-def _shown(path: Path) -> str:
-    """A path as a user would type it from here: relative when under the working directory."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
 def _say(text: str) -> None:
-    # Commands must survive copy and paste: never wrapped, whatever the terminal's width.
+    # Commands must survive copy and paste: never wrapped by rich, whatever the terminal's width;
+    # command_line() breaks them to fit COLUMNS itself.
     out.print(text, soft_wrap=True, highlight=False)
 
 
-def _banner(runs: list[ServiceRun], data_dir: Path, seconds: float, demo: Path | None) -> None:
-    _say(f"\n[bold green]CEF is up[/] in {seconds:.1f} s (data directory {data_dir})")
+def _prose(text: str) -> None:
+    _say("\n".join(textwrap.wrap(text, COLUMNS - 1, break_on_hyphens=False, break_long_words=False)))
+
+
+def _banner(
+    runs: list[ServiceRun],
+    data_dir: Path,
+    seconds: float,
+    demo: Path | None,
+    before: Reference,
+    now: Reference,
+) -> None:
+    # Commands for another shell: it will not have this one's non-default ports unless told.
+    # Every command printed here but `cef token` calls the CEF API.
+    api = next(run for run in runs if run.name == "cef-api")
+    port = api.settings.port
+    prefix = f"{api.port_setting}={port}" if port != DEFAULT_PORTS[api.name] else ""
+
+    def cef(*args: str) -> str:
+        return command_line(list(args), indent="  ", env_prefix="" if args[0] == "token" else prefix)
+
+    from rich.markup import escape
+
+    where = shown_path(data_dir)
+    _say(f"\n[bold green]CEF is up[/] in {seconds:.1f} s\n  data directory {escape(where)}")
     for run in runs:
         _say(f"  {run.name:<10} {run.url}   docs {run.url}/docs")
     _say("\nA token (development issuer; e.g. a provider submitting invoices):")
-    _say(f"  uv run cef token --scope invoices:submit --org RTR --data-dir {_shown(data_dir)}")
-    if demo is not None:
-        invoices = sorted((demo / "invoices").glob("*.json"))
-        if invoices:
-            inv = invoices[0]
-            _say("\nThe demo world is loaded. Submit a demo invoice and see its outcome:")
-            files = f"{_shown(inv)} {_shown(inv.with_suffix('.csv'))}"
-            _say(f"  uv run cef submit {files} --data-dir {_shown(data_dir)}")
+    _say(cef("token", "--scope", "invoices:submit", "--org", "RTR", *data_dir_args(data_dir)))
+
+    _say("")
+    if not now.versions:
+        _prose(f"No reference data is loaded in {where}; load some (the demo world, say) with:")
+        if demo is not None:
+            _say(cef("reference", "load", shown_path(demo / "reference"), *data_dir_args(data_dir)))
+        _closing()
+        return
+    if before.versions:
+        what = "The demo world" if before.seeded else "Reference data"
+        _prose(
+            f"{what} was already loaded in {where} (reference versions {before.listed()}) and was "
+            f"not loaded again. To start afresh, stop `cef up` and remove {where}/."
+        )
+    elif now.seeded:
+        _prose(f"The demo world is loaded (reference versions {now.listed()}).")
+    else:
+        _prose(f"Reference data is loaded (versions {now.listed()}).")
+    if demo is not None and now.seeded:
+        _demo_invoice(demo, data_dir, now, cef)
+    _closing()
+
+
+def _demo_invoice(demo: Path, data_dir: Path, now: Reference, cef: Callable[..., str]) -> None:
+    """The first demo invoice not yet submitted, or how to see the first one that was."""
+    invoices = sorted((demo / "invoices").glob("*.json"))
+    submitted: list[tuple[Path, str, str]] = []
+    for inv in invoices:
+        try:
+            header = json.loads(inv.read_bytes())
+            key = (str(header["provider_code"]).upper(), str(header["invoice_number"]))
+        except (ValueError, KeyError, TypeError, OSError):
+            continue
+        if key not in now.invoices:
+            _say("\nSubmit a demo invoice and see its outcome:")
+            _say(
+                cef("submit", shown_path(inv), shown_path(inv.with_suffix(".csv")), *data_dir_args(data_dir))
+            )
+            return
+        submitted.append((inv, key[0], now.invoices[key]))
+    if submitted:
+        _, provider, invoice_id = submitted[0]
+        _say("\nThe demo invoices were already submitted; see one again:")
+        _say(cef("invoices", "show", invoice_id, "--org", provider, *data_dir_args(data_dir)))
+
+
+def _closing() -> None:
     _say("\nCtrl-C stops all three.\n")
     sys.stdout.flush()

@@ -101,8 +101,51 @@ def test_verify_reports_an_unreachable_service(data_dir: Path, dev_issuer: Any, 
             str(tmp_path / "k.jsonl"),
         ],
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # not 1: an unreachable service is not a broken chain
     assert "cannot reach the audit service" in result.output
+
+
+def test_verify_keeps_checkpoints_in_the_data_directory_by_default(
+    server: ServerThread,
+    data_dir: Path,
+    tmp_path: Path,
+    writer: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    monkeypatch.chdir(checkout)
+    _post(server, writer, 0, 5)
+    result = runner.invoke(cef, ["audit", "verify", "--data-dir", str(data_dir), "--url", server.url])
+    assert result.exit_code == 0, result.output
+    assert (data_dir / "audit-checkpoints.jsonl").is_file()
+    assert list(checkout.iterdir()) == []
+
+
+def test_verify_refused_by_the_service_is_not_a_broken_chain(
+    server: ServerThread, tmp_path: Path, writer: dict[str, str]
+) -> None:
+    # A data directory whose development issuer the service does not trust: 401, exit 3.
+    from cef_common.devtokens import ensure_dev_issuer
+
+    stranger = tmp_path / "elsewhere"
+    ensure_dev_issuer(stranger / "keys")
+    _post(server, writer, 0, 2)
+    result = runner.invoke(
+        cef,
+        [
+            "audit",
+            "verify",
+            "--data-dir",
+            str(stranger),
+            "--url",
+            server.url,
+            "--checkpoints",
+            str(tmp_path / "k.jsonl"),
+        ],
+    )
+    assert result.exit_code == 3, result.output
+    assert "HTTP 401" in result.output
 
 
 def test_events_lists_and_exports(server: ServerThread, data_dir: Path, writer: dict[str, str]) -> None:
@@ -147,4 +190,4 @@ def test_events_lists_and_exports(server: ServerThread, data_dir: Path, writer: 
     result = runner.invoke(
         cef, ["audit", "events", "--data-dir", str(data_dir), "--url", server.url, "--format", "xml"]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # wrong usage, as click reports its own usage errors

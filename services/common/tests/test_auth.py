@@ -274,13 +274,35 @@ def test_nbf_in_the_future_is_refused(verifier: TokenVerifier, idp_key: SigningK
     refused(verifier, es256(idp_key, claims(iat=now, nbf=now + 600)))
 
 
-@pytest.mark.parametrize("missing", ["exp", "iat", "sub", "iss", "aud"])
-def test_a_token_missing_a_registered_claim_is_refused(
+@pytest.mark.parametrize("missing", ["exp", "iat", "sub", "aud"])
+def test_a_token_missing_a_registered_claim_is_refused_naming_the_claim(
     verifier: TokenVerifier, idp_key: SigningKey, missing: str
 ) -> None:
     payload = claims()
     del payload[missing]
-    refused(verifier, es256(idp_key, payload))
+    with pytest.raises(Unauthorized) as info:
+        verifier.verify(es256(idp_key, payload))
+    # Not "the signature does not verify": the signature is fine, the claim is missing.
+    assert f"the token has no '{missing}' claim" in info.value.detail
+    assert info.value.reason == f"missing-claim-{missing}"
+    # The signature verified, so the refusal may name the caller its claims give.
+    assert info.value.verified_claims is not None
+    assert info.value.verified_claims.get("org") == "RTR"
+
+
+def test_a_token_without_iss_is_refused_as_untrusted(verifier: TokenVerifier, idp_key: SigningKey) -> None:
+    payload = claims()
+    del payload["iss"]
+    assert "issuer" in refused(verifier, es256(idp_key, payload))
+
+
+def test_a_forged_token_names_no_caller(verifier: TokenVerifier, idp_key: SigningKey) -> None:
+    token = es256(idp_key, claims())
+    header, payload, signature = token.split(".")
+    forged = f"{header}.{b64url_json(claims(sub='mallory'))}.{signature}"
+    with pytest.raises(Unauthorized) as info:
+        verifier.verify(forged)
+    assert (info.value.reason, info.value.verified_claims) == ("bad-signature", None)
 
 
 def test_a_non_numeric_iat_is_refused(verifier: TokenVerifier, idp_key: SigningKey) -> None:
@@ -291,7 +313,11 @@ def test_a_non_numeric_iat_is_refused(verifier: TokenVerifier, idp_key: SigningK
 
 
 def test_a_token_for_another_audience_is_refused(verifier: TokenVerifier, idp_key: SigningKey) -> None:
-    assert "claims" in refused(verifier, es256(idp_key, claims(aud="tokeniser")))
+    with pytest.raises(Unauthorized) as info:
+        verifier.verify(es256(idp_key, claims(aud="tokeniser")))
+    assert "not addressed to this service" in info.value.detail
+    assert info.value.reason == "wrong-audience"
+    assert (info.value.verified_claims or {}).get("sub") == "alice"
 
 
 def test_an_untrusted_issuer_is_refused(verifier: TokenVerifier, idp_key: SigningKey) -> None:

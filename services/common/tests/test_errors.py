@@ -16,6 +16,7 @@ from cef_common.errors import (
     ServiceUnavailable,
     Unauthorized,
     Unprocessable,
+    validation_errors,
 )
 from cef_common.testing import app_client
 
@@ -170,3 +171,83 @@ async def test_an_unexpected_error_is_a_500_that_reveals_nothing(make_app: Any, 
     assert body["code"] == "internal-error"
     assert "943" not in response.text
     assert "unexpected error:" not in response.text
+
+
+# --- no raw path segment, query value or key of the caller's in an error --------------------------
+
+
+async def test_an_error_names_the_route_template_never_the_raw_path(make_app: Any, dev_issuer: Any) -> None:
+    async with app_client(make_app()) as client:
+        response = await client.get(
+            "/v1/orgs/TS1 7HA/things?q=9434765919", headers=dev_issuer.headers("things:read", aud=AUD)
+        )
+    body = problem(response, 403)
+    assert body["instance"] == "/v1/orgs/{org}/things"
+    assert "TS1" not in response.text
+    assert "9434765919" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/v1/nowhere/TS1 7HA"), ("DELETE", "/healthz/1985-03-02")]
+)
+async def test_an_unknown_route_names_no_path(make_app: Any, method: str, path: str) -> None:
+    async with app_client(make_app()) as client:
+        response = await client.request(method, path)
+    body = problem(response, 404)
+    assert "instance" not in body
+    assert "TS1" not in response.text
+    assert "1985" not in response.text
+
+
+async def test_a_method_not_allowed_names_the_route(make_app: Any) -> None:
+    async with app_client(make_app()) as client:
+        body = problem(await client.delete("/healthz"), 405)
+    assert body["instance"] == "/healthz"
+
+
+async def test_a_validation_error_names_no_key_of_the_callers(make_app: Any, dev_issuer: Any) -> None:
+    async with app_client(make_app()) as client:
+        response = await client.post(
+            "/v1/widgets",
+            json={"name": "w", "count": {"9434765919": 1}},
+            headers=dev_issuer.headers("things:write", aud=AUD),
+        )
+    body = problem(response, 422)
+    assert "9434765919" not in response.text
+    assert body["instance"] == "/v1/widgets"
+
+
+def test_validation_errors_drop_input_ctx_and_unexpected_keys() -> None:
+    raw = [
+        {
+            "type": "extra_forbidden",
+            "loc": ("body", "TS1 7HA"),
+            "msg": "Extra inputs are not permitted",
+            "input": "x",
+        },
+        {"type": "missing", "loc": ("body", "name"), "msg": "Field required", "input": {"TS1 7HA": 1}},
+        {
+            "type": "int_parsing",
+            "loc": ("body", "items", 3, "sw1a 1aa"),
+            "msg": "Input should be a valid integer",
+            "input": "9434765919",
+            "ctx": {"x": "9434765919"},
+        },
+    ]
+    assert validation_errors(raw) == [
+        {
+            "field": "body",
+            "message": "holds a field that is not accepted here; send only the documented fields",
+        },
+        {"field": "name", "message": "Field required"},
+        {"field": "items.3.(a key)", "message": "Input should be a valid integer"},
+    ]
+
+
+async def test_a_body_over_the_limit_names_no_path(make_app: Any, dev_issuer: Any) -> None:
+    headers = dev_issuer.headers("things:write", aud=AUD)
+    async with app_client(make_app(max_body_bytes=10)) as client:
+        response = await client.post("/v1/echo?TS1%207HA", content=b"x" * 100, headers=headers)
+    body = problem(response, 413)
+    assert "TS1" not in response.text
+    assert "/v1/echo" not in body["detail"]

@@ -15,6 +15,7 @@ import httpx
 import pytest
 import structlog
 
+from cef_common.context import accept_request_id, new_request_id, request_id_is_safe
 from cef_common.logging import MASK, configure_logging, mask_value, render_exception
 from cef_common.testing import app_client, free_port
 
@@ -197,3 +198,120 @@ def test_uvicorn_logs_go_through_structlog(tmp_path: Path, sqlite_url: str, dev_
     ]
     assert access
     assert access[0]["path"] == "/v1/log"
+
+
+# --- what the mask covers, and what it leaves alone ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        # Dates of birth standing alone, in the spellings people type.
+        ("born 1985-03-02", f"born {MASK}"),
+        ("born 02/03/1985", f"born {MASK}"),
+        ("born 2-3-1985", f"born {MASK}"),
+        # Full postcodes in any case, with or without the space.
+        ("lives at SW1A 1AA", f"lives at {MASK}"),
+        ("ts17ha", MASK),
+        ("TS18 1HU and E1 6AN", f"{MASK} and {MASK}"),
+        # Timestamps, ids, codes and amounts pass unbroken.
+        ("2026-12-03T08:41:26.123456Z", "2026-12-03T08:41:26.123456Z"),
+        ("2026-12-03 08:41:26", "2026-12-03 08:41:26"),
+        ("RTR-201904-0000", "RTR-201904-0000"),
+        ("A81001", "A81001"),
+        ("DD73C", "DD73C"),
+        ("TS18", "TS18"),
+        ("1234.50", "1234.50"),
+        # An NHS number's shape inside a longer run of letters and digits is not masked: a request
+        # id, a hash or a token holding ten digits in a row must pass whole.
+        ("aae4b6a9434765919f7579c2", "aae4b6a9434765919f7579c2"),
+        ("sha-0123456789abcdef", "sha-0123456789abcdef"),
+        ("943-476 5919", "943-476 5919"),  # mixed separators: not the 3-3-4 spelling
+    ],
+)
+def test_mask_shapes(value: str, expected: str) -> None:
+    assert mask_value(value) == expected
+
+
+def test_the_timestamp_of_a_line_is_never_masked(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(fmt="json", service="masking")
+    structlog.get_logger("t").info("event", on="1985-03-02")
+    line = json_lines(capsys.readouterr().err)[-1]
+    assert line["on"] == MASK
+    assert line["timestamp"].startswith("20")
+    assert MASK not in line["timestamp"]
+
+
+@pytest.mark.parametrize(
+    "rid",
+    [
+        "9434765919",
+        "req-9434765919-x",
+        "abc9434765919def",  # inside a run: the mask would not see it, so the id is refused
+        "943-476-5919",
+        "9.4.3.4.7.6.5.9.1.9",
+        "req-1985-03-02",
+        "19850302",
+        "02-03-1985",
+        "sw1a1aa",
+        "req-TS18.1HU",
+        "TS18-1HU",
+    ],
+)
+def test_a_request_id_that_could_carry_an_identifier_is_replaced(rid: str) -> None:
+    accepted = accept_request_id(rid)
+    assert accepted != rid
+    assert mask_value(accepted) == accepted
+
+
+@pytest.mark.parametrize(
+    "rid", ["req-42.a_b", "from-uvicorn", "3f2a9c1e-5b7d-4e8f-9a0b-c1d2e3f4a5b6", "batch-2026.7", "abc123"]
+)
+def test_an_ordinary_request_id_is_kept(rid: str) -> None:
+    assert accept_request_id(rid) == rid
+
+
+def test_generated_request_ids_pass_the_mask_unbroken() -> None:
+    # About one random hex id in ten holds ten digits in a row: enough draws to meet several.
+    for _ in range(2000):
+        rid = new_request_id()
+        assert request_id_is_safe(rid)
+        assert mask_value(rid) == rid
+        assert accept_request_id(rid) == rid
+
+
+async def test_an_identifier_in_the_request_id_header_is_not_echoed_or_logged(
+    make_app: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with app_client(make_app()) as client:
+        capsys.readouterr()
+        response = await client.get("/healthz", headers={"X-Request-ID": "req-943-476-5919"})
+    rid = response.headers["x-request-id"]
+    assert "943-476-5919" not in rid
+    err = capsys.readouterr().err
+    assert "943-476-5919" not in err
+    assert MASK not in err
+    access = [line for line in json_lines(err) if line["event"] == "request"]
+    assert [line["request_id"] for line in access] == [rid]
+
+
+async def test_access_lines_name_the_route_never_the_path_or_query(
+    make_app: Any, dev_issuer: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with app_client(make_app()) as client:
+        capsys.readouterr()
+        await client.get(
+            "/v1/orgs/TS1 7HA/things?q=SW1A%201AA",
+            headers=dev_issuer.headers("things:read", aud="common-test"),
+        )
+        await client.get("/v1/nowhere/9434765919")
+    err = capsys.readouterr().err
+    assert "TS1 7HA" not in err
+    assert "TS1%207HA" not in err
+    assert "SW1A" not in err
+    assert "9434765919" not in err
+    routed, unmatched = [line for line in json_lines(err) if line["event"] == "request"]
+    assert routed["path"] == "/v1/orgs/{org}/things"
+    assert "path_digest" not in routed
+    assert unmatched["path"] == "(no route)"
+    assert set(unmatched["path_digest"]) == {"digest", "length"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,15 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from cef_common.auth import TokenSigner
+from cef_common.keys import jwks_path_for, load_signing_key
+from cef_common.settings import TrustedIssuer
 from cef_common.testing import DevIssuer, app_client, free_port
 from cef_tokeniser.config import Settings
 from cef_tokeniser.main import MIGRATIONS, create_app
+
+# Test modules are imported with --import-mode=importlib; they reach shared helpers by this path.
+sys.path.insert(0, str(Path(__file__).parent))
 
 # Real-looking NHS numbers from the 999 range (never issued), valid under Modulus 11.
 NHS_NUMBERS = ["9999083013", "9999099602", "9992199350", "9992319488"]
@@ -24,7 +31,13 @@ def master_key_hex() -> str:
 
 
 @pytest.fixture
-def make_settings(data_dir: Path, master_key_hex: str) -> Callable[..., Settings]:
+def peer_signer(data_dir: Path) -> TokenSigner:
+    """The CEF API's own key, as the tokeniser trusts it (the only peer that may re-identify)."""
+    return TokenSigner(load_signing_key(data_dir / "keys" / "cef-api.pem", create=True), "cef-api")
+
+
+@pytest.fixture
+def make_settings(data_dir: Path, master_key_hex: str, peer_signer: TokenSigner) -> Callable[..., Settings]:
     def _make(database_url: str, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
             "data_dir": data_dir,
@@ -34,6 +47,13 @@ def make_settings(data_dir: Path, master_key_hex: str) -> Callable[..., Settings
             "master_key": SecretStr(master_key_hex),
             # Nothing listens there: events stay in the outbox, where the tests read them.
             "audit_url": f"http://127.0.0.1:{free_port()}",
+            "trusted_issuers": [
+                TrustedIssuer(
+                    issuer="cef-api",
+                    jwks_file=jwks_path_for(data_dir / "keys" / "cef-api.pem"),
+                    allowed_scopes=["tokenise", "detokenise"],
+                )
+            ],
         }
         values.update(overrides)
         return Settings(**values)
@@ -73,11 +93,18 @@ async def db_client(
 
 
 @pytest.fixture
-def headers(dev_issuer: DevIssuer) -> Callable[..., dict[str, str]]:
-    """Authorization headers for the tokeniser, by default from client `tests`."""
+def headers(dev_issuer: DevIssuer, peer_signer: TokenSigner) -> Callable[..., dict[str, str]]:
+    """Authorization headers for the tokeniser, by default from client `tests`; `peer=True`: the
+    CEF API's own service token (issuer and client cef-api), as it calls to re-identify."""
 
-    def _headers(scope: str, *, client: str | None = None, sub: str = "tester") -> dict[str, str]:
-        if client is None:
+    def _headers(
+        scope: str, *, client: str | None = None, sub: str = "tester", peer: bool = False
+    ) -> dict[str, str]:
+        if peer:
+            token = peer_signer.mint(
+                sub="cef-api", audience="tokeniser", scopes=scope.split(), ttl_seconds=600, client="cef-api"
+            )
+        elif client is None:
             token = dev_issuer.token(scope, aud="tokeniser", sub=sub)
         else:
             token = dev_issuer.signer.mint(

@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
+from tokeniser_test_support import WORK
 
 from cef_common.testing import app_client
 from cef_tokeniser.config import Settings
@@ -96,14 +97,14 @@ async def test_a_database_dump_holds_no_identifier_in_clear(
         for kind in ("nhs_number", "date_of_birth", "postcode"):
             r = await c.post(
                 "/v1/detokenise",
-                json={"kind": kind, "tokens": issued[f"{kind}/cef"], "purpose": "dump test"},
-                headers=headers("detokenise"),
+                json={"kind": kind, "tokens": issued[f"{kind}/cef"], "purpose": "dump test", **WORK},
+                headers=headers("detokenise", peer=True),
             )
             assert None not in r.json()["values"]
         await c.post(
             "/v1/detokenise",
-            json={"kind": "postcode", "tokens": issued["postcode/cef"], "purpose": ""},
-            headers=headers("detokenise"),
+            json={"kind": "postcode", "tokens": issued["postcode/cef"], "purpose": "", **WORK},
+            headers=headers("detokenise", peer=True),
         )
     dump = _sqlite_dump(db_url) if db_kind == "sqlite" else _postgres_dump(db_url)
     # The dump is real: it holds the issued tokens and the audit events.

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import orjson
+from tokeniser_test_support import WORK
 
 from cef_common.testing import ServerThread
 from cef_tokeniser.config import Settings
@@ -32,8 +33,8 @@ def test_tokenise_and_detokenise_over_http(
         assert len(r.json()["errors"]) == 1000
         r = client.post(
             "/v1/detokenise",
-            json={"kind": "nhs_number", "tokens": tokens[:2], "purpose": "check"},
-            headers=headers("detokenise"),
+            json={"kind": "nhs_number", "tokens": tokens[:2], "purpose": "check", **WORK},
+            headers=headers("detokenise", peer=True),
         )
         assert r.json()["values"] == ["9434765919", "9434765919"]
         too_big = orjson.dumps({"kind": "nhs_number", "values": ["9434765919"] * 20_000})

@@ -11,7 +11,9 @@ from pathlib import Path
 import structlog
 from fastapi import FastAPI
 
+from cef_audit.access import refusal_sink
 from cef_audit.config import Settings
+from cef_audit.events.reidentifications import router as reidentifications_router
 from cef_audit.events.router import router as events_router
 from cef_audit.heap import keep_freed_heap
 from cef_audit.integrity.router import router as integrity_router
@@ -75,9 +77,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             title="CEF audit",
             description="Append-only, tamper-evident log of every access to patient data.",
             migrations=MIGRATIONS,
-            routers=[events_router, integrity_router],
+            routers=[events_router, reidentifications_router, integrity_router],
             audit_url=None,
             lifespan=_lifespan,
             body_limits=[("/v1/events", settings.max_events_body_bytes)],
+            refusal_sink=refusal_sink,
         )
     )

@@ -57,6 +57,10 @@ class Settings(BaseServiceSettings):
     # How often the service itself applies `retention_days` (seconds; 0 disables the timer).
     retention_interval_seconds: float = Field(default=86_400.0, ge=0)
 
+    # Re-identifications one person (issuer + sub) may make in any 24 hours (a rolling window), across
+    # every process of the service: counted in the database. 0 refuses them all.
+    reidentify_daily_limit: int = Field(default=50, ge=0)
+
     # Background validation worker (for the 202 path); false only in tests that drive it by hand.
     worker_enabled: bool = True
 

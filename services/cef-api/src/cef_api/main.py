@@ -20,7 +20,7 @@ from cef_api.invoices.workers import ValidationPool
 from cef_api.reference.router import router as reference_router
 from cef_api.seed import seed_reference
 from cef_api.spool import SpoolCipher, clear_spool_directory
-from cef_api.tokeniser_client import TokeniserClient
+from cef_api.tokeniser_client import Detokeniser, TokeniserClient
 from cef_common.app import ServiceSpec, create_service_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -59,6 +59,8 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractContextManager[
         engine: Engine = app.state.engine
         tokeniser = TokeniserClient.from_settings(settings, app.state.service_tokens)
         app.state.tokeniser = tokeniser
+        detokeniser = Detokeniser.from_settings(settings, app.state.service_tokens)
+        app.state.detokeniser = detokeniser
         clear_spool_directory(settings.data_dir / "spool")
         jobs.recover_interrupted(engine)
         if settings.seed_reference_dir is not None:
@@ -86,6 +88,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractContextManager[
             if worker is not None:
                 worker.stop()
             tokeniser.close()
+            detokeniser.close()
 
     return lifespan
 

@@ -125,3 +125,92 @@ class TokeniserClient:
                 log.info("tokeniser_not_ready", retry_in=delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+
+class ReidentificationUnavailable(ServiceUnavailable):
+    """The tokeniser could not give the identities back (unreachable, refused, or could not audit)."""
+
+    code = "reidentification-unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class OnBehalfOf:
+    """The person this service re-identifies for, from their verified token."""
+
+    sub: str
+    issuer: str
+    org: str | None
+
+
+class Detokeniser:
+    """This service's re-identification calls to the tokeniser, with its own token (scope
+    detokenise), always for a named person and one invoice line. Separate from TokeniserClient so
+    that the token validation uses can never re-identify."""
+
+    def __init__(self, client: httpx.Client) -> None:
+        self._client = client
+
+    @classmethod
+    def from_settings(cls, settings: Settings, tokens: ServiceTokens) -> Detokeniser:
+        return cls(
+            peer_client(
+                settings, tokens, base_url=settings.tokeniser_url, audience="tokeniser", scopes=["detokenise"]
+            )
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def detokenise(
+        self,
+        kind: Kind,
+        tokens: Sequence[str],
+        *,
+        purpose: str,
+        on_behalf_of: OnBehalfOf,
+        invoice_id: str,
+        line_ref: str,
+    ) -> list[str | None]:
+        """The originals of `tokens` in order (None where the tokeniser knows none). The tokeniser has
+        committed its audit event, naming the person, the invoice, the line and the purpose, before
+        it answers; the values are never logged here."""
+        body = {
+            "kind": kind,
+            "tokens": list(tokens),
+            "purpose": purpose,
+            "context": CONTEXT,
+            "on_behalf_of": {"sub": on_behalf_of.sub, "org": on_behalf_of.org, "issuer": on_behalf_of.issuer},
+            "invoice_id": invoice_id,
+            "line_ref": line_ref,
+        }
+        try:
+            response = self._client.post(
+                "/v1/detokenise", content=orjson.dumps(body), headers={"Content-Type": "application/json"}
+            )
+        except httpx.HTTPError as exc:
+            raise ReidentificationUnavailable(
+                f"the tokeniser could not be reached ({type(exc).__name__}); nothing was re-identified: "
+                "try again shortly"
+            ) from None
+        if response.status_code != 200:
+            # The tokeniser's problems carry codes and reasons, never values: safe to pass on.
+            code, detail = "", ""
+            try:
+                problem = response.json()
+                code, detail = str(problem.get("code", ""))[:60], str(problem.get("detail", ""))[:300]
+            except ValueError:
+                pass
+            raise ReidentificationUnavailable(
+                f"the tokeniser answered {response.status_code}{f' ({code})' if code else ''}"
+                f"{': ' + detail if detail else ''}; nothing was re-identified",
+                extra={"tokeniser_status": response.status_code, "tokeniser_code": code or None},
+            )
+        try:
+            values = orjson.loads(response.content)["values"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise ReidentificationUnavailable("the tokeniser's answer has no values") from None
+        if not isinstance(values, list) or len(values) != len(tokens):
+            raise ReidentificationUnavailable(
+                "the tokeniser returned a different number of values than tokens"
+            )
+        return [v if isinstance(v, str) else None for v in values]

@@ -16,11 +16,13 @@ from cef_api.invoices.batches import KeyDigests, assess_batch, settle_duplicates
 from cef_api.invoices.repository import LINE_COLUMNS
 from cef_api.invoices.schemas import pennies
 from cef_api.tokeniser_client import TokenBatch
-from cef_api.validation.csvfile import read_backing_data, split_backing_batches, survey_backing_data
+from cef_api.validation.csvfile import RawLine, read_backing_data, split_backing_batches, survey_backing_data
 from cef_api.validation.engine import SummaryAccumulator, UnknownProviderError
 from cef_api.validation.memory import InMemoryDuplicateIndex
+from cef_api.validation.postcode import compact_postcode
 from cef_api.validation.prepared import PREPARED_COLUMNS
 from cef_api.validation.types import InvoiceHeader, LineOutcome
+from cef_api.validation.values import parse_date_uncached
 
 SEQ = 3
 
@@ -47,9 +49,12 @@ def _header(fields: dict[str, str], **codes: str) -> InvoiceHeader:
     )
 
 
-def _stored(outcome: LineOutcome) -> tuple[Any, ...]:
-    """The row of repository.LINE_COLUMNS that a line decided by validate_line is stored as."""
+def _stored(outcome: LineOutcome, raw: RawLine) -> tuple[Any, ...]:
+    """The row of repository.LINE_COLUMNS that a line decided by validate_line is stored as, with the
+    tokens of its date of birth and postcode (kept only to re-identify the line's patient)."""
     expected, claimed, key = outcome.expected_amount, outcome.claimed_amount, outcome.duplicate_key
+    dob = parse_date_uncached(raw.values.get("date_of_birth"))
+    postcode = compact_postcode(raw.values.get("postcode"))
     return (
         SEQ,
         outcome.line_no,
@@ -64,6 +69,8 @@ def _stored(outcome: LineOutcome) -> tuple[Any, ...]:
         outcome.hrg_code,
         outcome.point_of_delivery,
         outcome.service_code,
+        fake_tokenise("date_of_birth", dob.isoformat()) if dob is not None else None,
+        fake_tokenise("postcode", postcode) if postcode is not None else None,
         KeyDigests().digest(key) if key is not None else None,
     )
 
@@ -93,7 +100,8 @@ def test_batches_store_what_validate_line_decides(
         header = _header(fields, **codes)
         chunks = [invoice.backing[i : i + 500] for i in range(0, len(invoice.backing), 500)]
         lines = list(read_backing_data(chunks))
-        expected = [_stored(o) for o in run(reference, lines, invoice=header, duplicates=duplicates)]
+        outcomes = run(reference, lines, invoice=header, duplicates=duplicates)
+        expected = [_stored(o, raw) for o, raw in zip(outcomes, lines, strict=True)]
 
         survey = survey_backing_data(chunks, batch_lines=batch_lines)
         layout, batches = split_backing_batches(chunks, survey, PREPARED_COLUMNS)

@@ -248,3 +248,47 @@ async def test_an_amount_no_column_can_hold_fails_the_invoice_saying_so(
         status, reason = conn.execute(sa.text("SELECT status, failure_reason FROM invoice")).one()
     assert status == "failed"
     assert what in reason
+
+
+async def test_a_failed_invoice_frees_its_number_and_idempotency_key(
+    loaded: Api, world: generate_world.World
+) -> None:
+    """A retry of a failed submission with its original key submits again (it does not replay the
+    failure), and the number is free for it too; a key whose invoice stands still replays it."""
+    inv = world.invoices[0]
+    too_large = (HEADER + "L1,9434765919,DC,HN12A,2019-07-10,92233720368547758.08\n").encode()
+    key = {"Idempotency-Key": "retry-me"}
+    failed = await loaded.submit(inv.header, too_large, headers=key)
+    assert failed.status_code == 422, failed.text
+    again = await loaded.submit(inv.header, too_large, headers=key)
+    assert again.status_code == 422, again.text
+    assert "Idempotent-Replayed" not in again.headers
+    fixed = await loaded.submit(inv.header, inv.backing, headers=key)
+    assert fixed.status_code == 201, fixed.text
+    assert fixed.json()["status"] == "validated"
+    assert "Idempotent-Replayed" not in fixed.headers
+    replay = await loaded.submit(inv.header, inv.backing, headers=key)
+    assert replay.status_code == 201
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.json()["id"] == fixed.json()["id"]
+    with loaded.app.state.engine.connect() as conn:
+        statuses = sorted(s for (s,) in conn.execute(sa.text("SELECT status FROM invoice")))
+    assert statuses == ["failed", "failed", "validated"]
+
+
+async def test_a_replay_of_an_invoice_still_being_validated_is_202(
+    loaded: Api, world: generate_world.World
+) -> None:
+    """A retry that arrives while the first request's invoice is still validating is told so (202,
+    as the first would be), not 201 with an invoice that has no outcomes yet."""
+    inv = world.invoices[0]
+    key = {"Idempotency-Key": "still-going"}
+    first = await loaded.submit(inv.header, inv.backing, headers=key)
+    assert first.status_code == 201, first.text
+    with loaded.app.state.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE invoice SET status = 'validating'"))
+    replay = await loaded.submit(inv.header, inv.backing, headers=key)
+    assert replay.status_code == 202
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.json()["id"] == first.json()["id"]
+    assert replay.headers["Location"] == f"/v1/invoices/{first.json()['id']}"

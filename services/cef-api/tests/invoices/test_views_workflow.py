@@ -46,19 +46,20 @@ async def test_every_invoice_endpoint_authorises(submitted: tuple[Api, dict, gen
             method, url, json={"decision": "reject", "reason": "x"}, headers=api.h("reference:write")
         )
         assert r.status_code == 403, url
+    # Another organisation's invoice is answered as if it did not exist (see test_refusals.py).
     assert (
         await api.client.get(base, headers=api.h("invoices:submit", org=other_provider))
-    ).status_code == 403
+    ).status_code == 404
     assert (
         await api.client.get(f"{base}/lines", headers=api.h("invoices:submit", org=other_provider))
-    ).status_code == 403
+    ).status_code == 404
     other_commissioner = "X24"
     for scope in ("invoices:validate", "invoices:read"):
-        assert (await api.client.get(base, headers=api.h(scope, org=other_commissioner))).status_code == 403
+        assert (await api.client.get(base, headers=api.h(scope, org=other_commissioner))).status_code == 404
     r = await api.client.get(f"{base}/lines", headers=api.h("invoices:validate", org=other_commissioner))
-    assert r.status_code == 403
+    assert r.status_code == 404
     r = await api.client.post(f"{base}/approve", headers=api.h("invoices:validate", org=other_commissioner))
-    assert r.status_code == 403
+    assert r.status_code == 404
     # Finance sees the header but never line-level data; providers cannot decide.
     assert (await api.client.get(base, headers=api.h("invoices:read", org=commissioner))).status_code == 200
     r = await api.client.get(f"{base}/lines", headers=api.h("invoices:read", org=commissioner))

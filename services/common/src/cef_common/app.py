@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 import orjson
 import structlog
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from sqlalchemy import text
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -21,27 +22,72 @@ from cef_common import db, redact
 from cef_common.audit import OutboxRelay
 from cef_common.auth import ServiceTokens, TokenVerifier
 from cef_common.context import accept_request_id, accept_traceparent, request_id_var, traceparent_var
-from cef_common.errors import PayloadTooLarge, install_error_handlers, problem_response
+from cef_common.errors import (
+    PayloadTooLarge,
+    RequestTimeout,
+    install_error_handlers,
+    problem_response,
+    route_template,
+)
 from cef_common.http import make_client
 from cef_common.keys import load_signing_key
 from cef_common.logging import configure_logging
+from cef_common.openapi import (
+    JWKS_RESPONSES,
+    health_responses,
+    install_openapi,
+    operation_id,
+    ready_responses,
+    serve_docs,
+)
+from cef_common.params import refuse_nul_characters
+from cef_common.refusals import RefusalAuditor, RefusalSink, outbox_sink
 from cef_common.settings import BaseServiceSettings
 
 log = structlog.get_logger("cef.access")
 
 
-def _too_large(detail: str, path: str) -> Response:
+def _too_large(detail: str, path: str | None) -> Response:
     return problem_response(
         status=413, code="payload-too-large", title="Payload too large", detail=detail, instance=path
     )
 
 
-class RequestContextMiddleware:
-    """Request id and trace context for every request, a body size limit, and one access line."""
+def _stalled(idle_timeout: float, path: str | None) -> Response:
+    return problem_response(
+        status=408,
+        code="request-timeout",
+        title="Request timeout",
+        detail=_stalled_detail(idle_timeout),
+        instance=path,
+        headers={"Connection": "close"},
+    )
 
-    def __init__(self, app: ASGIApp, *, default_limit: int, limits: Sequence[tuple[str, int]] = ()) -> None:
+
+def _stalled_detail(idle_timeout: float) -> str:
+    return (
+        f"no part of the request body arrived for {idle_timeout:g} s, so the request was cut off and "
+        "nothing of it was kept; send it again"
+    )
+
+
+class RequestContextMiddleware:
+    """Request id and trace context for every request, a body size limit, an idle limit on reading
+    the body, and one access line."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        default_limit: int,
+        limits: Sequence[tuple[str, int]] = (),
+        idle_timeout: float | None = None,
+    ) -> None:
         self.app = app
         self.default_limit = default_limit
+        # A body that stalls longer than this between two parts is cut off (408): an upload must not
+        # hold a connection, a worker and a spool file for ever.
+        self.idle_timeout = idle_timeout
         # Longest prefix first, so the most specific limit wins.
         self.limits = sorted(limits, key=lambda pl: -len(pl[0]))
 
@@ -66,6 +112,7 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status = 500
         over_limit = False
+        stalled = False
         replaced = False
 
         async def send_wrapper(message: Message) -> None:
@@ -77,9 +124,15 @@ class RequestContextMiddleware:
                 # here is the size, so the caller is told that instead.
                 replaced = True
                 too_large = _too_large(
-                    f"the request body is over the limit of {limit} bytes for {path}", path
+                    f"the request body is over the limit of {limit} bytes for this endpoint",
+                    route_template(scope),
                 )
                 await too_large(scope, receive, send_wrapper_inner)
+                return
+            if stalled and message["type"] == "http.response.start" and message["status"] != 408:
+                replaced = True
+                stalled_response = _stalled(self.idle_timeout or 0, route_template(scope))
+                await stalled_response(scope, receive, send_wrapper_inner)
                 return
             await send_wrapper_inner(message)
 
@@ -97,36 +150,60 @@ class RequestContextMiddleware:
 
         try:
             declared = headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
+            # ASCII digits only: '¹'.isdigit() is true, and int('¹') fails (h11 refuses such a header,
+            # other servers may pass it on).
+            if (
+                declared is not None
+                and redact.is_ascii_digits(declared, max_digits=30)
+                and int(declared) > limit
+            ):
                 response = problem_response(
                     status=413,
                     code="payload-too-large",
                     title="Payload too large",
                     detail=f"the request body is {int(declared)} bytes; the limit is {limit} bytes",
-                    instance=path,
+                    # Not routed yet: no template to name, and the raw path is the caller's text.
+                    instance=None,
                 )
                 await response(scope, receive, send_wrapper)
                 return
             received = 0
+            body_done = False
 
             async def limited_receive() -> Message:
-                nonlocal received, over_limit
-                message = await receive()
+                nonlocal received, over_limit, stalled, body_done
+                if body_done or self.idle_timeout is None:
+                    # Once the body is in, receive() waits for the client to disconnect: no limit.
+                    message = await receive()
+                else:
+                    try:
+                        message = await asyncio.wait_for(receive(), self.idle_timeout)
+                    except TimeoutError:
+                        stalled = True
+                        raise RequestTimeout(
+                            _stalled_detail(self.idle_timeout), headers={"Connection": "close"}
+                        ) from None
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    body_done = True
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     if received > limit:
                         over_limit = True
                         raise PayloadTooLarge(
-                            f"the request body is over the limit of {limit} bytes for {path}"
+                            f"the request body is over the limit of {limit} bytes for this endpoint"
                         )
                 return message
 
             await self.app(scope, limited_receive, send_wrapper)
         finally:
+            # The router has put the matched route in the shared scope by now: the line names its
+            # template, never the raw path (its segments are the caller's text) nor the query.
+            template = route_template(scope)
             log.info(
                 "request",
                 method=scope.get("method"),
-                path=path,
+                path=template or "(no route)",
+                **({} if template else {"path_digest": redact.digest(path)}),
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
             )
@@ -149,6 +226,8 @@ class ServiceSpec:
     # Extra start-up/shut-down for the service, entered inside the shared lifespan.
     lifespan: Callable[[FastAPI], AbstractContextManager[Any]] | None = None
     body_limits: list[tuple[str, int]] = field(default_factory=list)
+    # Where refusals are recorded; None: the transactional outbox of the service's database.
+    refusal_sink: Callable[[FastAPI], RefusalSink] | None = None
     version: str = "0.1.0"
 
 
@@ -197,8 +276,15 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
                 relay.start()
             app.state.outbox_relay = relay
             with spec.lifespan(app) if spec.lifespan else nullcontext():
-                log.info("service_started", port=settings.port, environment=settings.environment)
-                yield
+                # Refusals are recorded while the service's own resources (its audit log) are up,
+                # and what is still counted is recorded before the relay's last delivery.
+                refusals: RefusalAuditor = app.state.refusals
+                refusals.start(spec.refusal_sink(app) if spec.refusal_sink else outbox_sink(engine))
+                try:
+                    log.info("service_started", port=settings.port, environment=settings.environment)
+                    yield
+                finally:
+                    refusals.close()
         finally:
             if relay is not None:
                 relay.stop()
@@ -209,6 +295,11 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
         description=spec.description,
         version=spec.version,
         lifespan=lifespan,
+        # Served from the service's own copy of the scripts below (cef_common.openapi), not a CDN.
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
+        dependencies=[Depends(refuse_nul_characters)],
     )
     app.state.settings = settings
     app.state.verifier = TokenVerifier.from_settings(settings)
@@ -216,27 +307,54 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
     # Free values a caller sends are recorded as digests keyed by this service's own secret.
     redact.configure(app.state.service_tokens.signer.key.private_pem.encode())
     install_error_handlers(app)
+    app.state.refusals = RefusalAuditor(
+        source=settings.service_name,
+        limit=settings.refusal_audit_limit,
+        window_seconds=settings.refusal_audit_window_seconds,
+        max_callers=settings.refusal_audit_max_callers,
+    )
+    app.state.on_refusal = app.state.refusals.on_refusal
     app.add_middleware(
-        RequestContextMiddleware, default_limit=settings.max_body_bytes, limits=spec.body_limits
+        RequestContextMiddleware,
+        default_limit=settings.max_body_bytes,
+        limits=spec.body_limits,
+        idle_timeout=settings.upload_idle_timeout_seconds,
     )
 
-    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    @app.get(
+        "/healthz",
+        tags=["operations"],
+        summary="The process is alive",
+        responses=health_responses(settings.service_name),
+    )
     def healthz() -> dict[str, str]:
         return {"status": "ok", "service": settings.service_name}
 
-    @app.get("/readyz", tags=["operations"], summary="The database is reachable and migrated to head")
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="The database is reachable and migrated to head",
+        responses=ready_responses(settings.service_name),
+    )
     def readyz(request: Request) -> Response:
         ok, checks = _readiness(request.app, spec.migrations)
         body = {"status": "ready" if ok else "not ready", "service": settings.service_name, "checks": checks}
         return Response(orjson.dumps(body), status_code=200 if ok else 503, media_type="application/json")
 
-    @app.get("/.well-known/jwks.json", tags=["operations"], summary="This service's public signing keys")
+    @app.get(
+        "/.well-known/jwks.json",
+        tags=["operations"],
+        summary="This service's public signing keys",
+        responses=JWKS_RESPONSES,
+    )
     def jwks() -> dict[str, Any]:
         key = load_signing_key(settings.effective_signing_key_file, create=False)
         return key.jwks()
 
     for router in spec.routers:
         app.include_router(router)
+    install_openapi(app, audience=settings.service_name)
+    serve_docs(app)
     return app
 
 

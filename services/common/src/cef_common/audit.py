@@ -19,13 +19,14 @@ from typing import Any, Literal
 import httpx
 import sqlalchemy as sa
 import structlog
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 from sqlmodel import Field as SQLField
 from sqlmodel import Session, SQLModel
 
 from cef_common.auth import Principal
 from cef_common.context import request_id_var
+from cef_common.openapi import model_examples
 
 log = structlog.get_logger(__name__)
 
@@ -64,8 +65,31 @@ def time_ordered_uuid() -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
+# The OpenAPI document's example of an event (synthetic: a made-up invoice id and subject).
+EVENT_EXAMPLE: dict[str, Any] = {
+    "event_id": "019383f2-7c1a-7b3e-9d4f-2a6b8c0d1e2f",
+    "occurred_at": "2026-11-23T09:00:01.250000Z",
+    "action": "read",
+    "type": "invoice.lines.read",
+    "outcome": "success",
+    "actor": {
+        "sub": "staff-0042",
+        "org": "00L",
+        "client": "cef-web",
+        "issuer": "https://login.example.nhs.uk",
+    },
+    "source": "cef-api",
+    "entity": {"type": "invoice", "id": "0b9f7c1e-3d2a-4f5b-8c6d-7e8f9a0b1c2d", "count": 25},
+    "purpose": None,
+    "request_id": "5f0c2a9e8b7d4c3a",
+    "detail": {"outcome": "query", "with": "patient_token"},
+}
+
+
 class AuditEventIn(BaseModel):
     """An event as a producer submits it; the audit service adds seq, recorded_at and hashes."""
+
+    model_config = ConfigDict(json_schema_extra=model_examples([EVENT_EXAMPLE]))
 
     event_id: uuid.UUID = Field(default_factory=time_ordered_uuid)
     occurred_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +20,13 @@ from fastapi.concurrency import run_in_threadpool
 from jose import jwk, jws, jwt
 from jose.exceptions import ExpiredSignatureError, JOSEError, JWTClaimsError
 
+from cef_common.devtokens import TokenSigner as TokenSigner
+from cef_common.devtokens import dev_issuer_key_path as dev_issuer_key_path
+from cef_common.devtokens import ensure_dev_issuer as ensure_dev_issuer
+from cef_common.devtokens import mint_dev_token as mint_dev_token
 from cef_common.errors import Forbidden, Unauthorized
 from cef_common.keys import SigningKey, load_signing_key
-from cef_common.settings import DEV_ISSUER, BaseServiceSettings, TrustedIssuer
+from cef_common.settings import BaseServiceSettings, TrustedIssuer
 
 log = structlog.get_logger(__name__)
 
@@ -137,32 +140,52 @@ class TokenVerifier:
 
     def verify(self, token: str) -> Principal:
         if len(token.encode("utf-8", "ignore")) > MAX_TOKEN_BYTES:
-            raise Unauthorized("the token is larger than 8 KiB")
+            raise Unauthorized("the token is larger than 8 KiB", reason="token-too-large")
         try:
             header = jws.get_unverified_header(token)
             unverified = jwt.get_unverified_claims(token)
         except (JOSEError, ValueError, TypeError):
-            raise Unauthorized("the token is not a well-formed JWT") from None
+            raise Unauthorized("the token is not a well-formed JWT", reason="malformed-token") from None
         alg = header.get("alg")
         # A header is attacker-controlled JSON: `alg` may be a list or an object.
         if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
-            raise Unauthorized(f"tokens signed with {alg!r} are not accepted; use ES256 or RS256")
+            raise Unauthorized(
+                # Not quoted: the header is the caller's text.
+                "the token's signature algorithm (alg) is not accepted; use ES256 or RS256",
+                reason="algorithm-refused",
+            )
         iss = unverified.get("iss")
         issuer = self._issuers.get(iss) if isinstance(iss, str) else None
         if issuer is None:
-            raise Unauthorized("the token's issuer is not trusted by this service")
+            raise Unauthorized("the token's issuer is not trusted by this service", reason="untrusted-issuer")
         if alg not in issuer.algorithms:
-            raise Unauthorized(f"issuer {iss!r} may not sign with {alg}")
+            raise Unauthorized(f"issuer {iss!r} may not sign with {alg}", reason="algorithm-refused")
         kid = header.get("kid")
         if not isinstance(kid, str):
-            raise Unauthorized("the token has no key id (kid)")
+            raise Unauthorized("the token has no key id (kid)", reason="no-key-id")
         key_data = self._caches[issuer.issuer].key(kid)
         if key_data is None:
-            raise Unauthorized("the token's signing key is not known for its issuer")
+            raise Unauthorized("the token's signing key is not known for its issuer", reason="unknown-key")
         if key_data.get("kty") != _KTY_FOR_ALG[alg] or key_data.get("alg", alg) != alg:
-            raise Unauthorized("the token's algorithm does not match its key")
+            raise Unauthorized("the token's algorithm does not match its key", reason="algorithm-refused")
         try:
             key = jwk.construct(key_data, algorithm=alg)
+            verified = json.loads(jws.verify(token, key, algorithms=[alg]))
+        except (JOSEError, ValueError, TypeError):
+            raise Unauthorized("the token's signature does not verify", reason="bad-signature") from None
+        if not isinstance(verified, dict):
+            raise Unauthorized("the token's payload is not a JSON object", reason="malformed-token")
+        # From here the signature holds: a refusal may name the caller the claims say it is.
+        for claim in ("iss", "sub", "aud", "exp", "iat"):
+            if claim not in verified:
+                raise Unauthorized(
+                    f"the token has no {claim!r} claim; every token needs iss, sub, aud, exp and iat",
+                    reason=f"missing-claim-{claim}",
+                    verified_claims=verified,
+                )
+        try:
+            # The signature was verified just above with this key and algorithm; this checks the
+            # claims (audience, issuer, expiry, not-before) without doing that work twice.
             claims = jwt.decode(
                 token,
                 key,
@@ -170,6 +193,7 @@ class TokenVerifier:
                 audience=self.audience,
                 issuer=issuer.issuer,
                 options={
+                    "verify_signature": False,
                     "require_iss": True,
                     "require_sub": True,
                     "require_aud": True,
@@ -179,14 +203,30 @@ class TokenVerifier:
                 },
             )
         except ExpiredSignatureError:
-            raise Unauthorized("the token has expired") from None
+            raise Unauthorized("the token has expired", reason="expired", verified_claims=verified) from None
         except JWTClaimsError as exc:
-            raise Unauthorized(f"the token's claims are not acceptable: {exc}") from None
+            if "audience" in str(exc).lower():
+                raise Unauthorized(
+                    f"the token is not addressed to this service: ask for a token with aud {self.audience!r}",
+                    reason="wrong-audience",
+                    verified_claims=verified,
+                ) from None
+            raise Unauthorized(
+                f"the token's claims are not acceptable: {exc}",
+                reason="claims-refused",
+                verified_claims=verified,
+            ) from None
         except (JOSEError, ValueError, TypeError):
-            raise Unauthorized("the token's signature does not verify") from None
+            raise Unauthorized(
+                "the token's claims are not acceptable", reason="claims-refused", verified_claims=verified
+            ) from None
         iat = claims.get("iat")
         if not isinstance(iat, int | float) or iat > time.time() + self.leeway:
-            raise Unauthorized("the token is not yet valid (iat in the future)")
+            raise Unauthorized(
+                "the token is not yet valid (iat in the future)",
+                reason="not-yet-valid",
+                verified_claims=claims,
+            )
         scope = claims.get("scope", "")
         scopes = frozenset(scope.split()) if isinstance(scope, str) else frozenset()
         if issuer.allowed_scopes is not None:
@@ -207,10 +247,14 @@ class TokenVerifier:
 def _bearer(request: Request) -> str:
     header = request.headers.get("authorization")
     if not header:
-        raise Unauthorized("no bearer token: send 'Authorization: Bearer <JWT>'", error="invalid_request")
+        raise Unauthorized(
+            "no bearer token: send 'Authorization: Bearer <JWT>'", error="invalid_request", reason="no-token"
+        )
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("the Authorization header must be 'Bearer <JWT>'", error="invalid_request")
+        raise Unauthorized(
+            "the Authorization header must be 'Bearer <JWT>'", error="invalid_request", reason="not-bearer"
+        )
     return token.strip()
 
 
@@ -232,6 +276,19 @@ async def get_principal(request: Request) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
+@dataclass(frozen=True)
+class ScopeRequirement:
+    """The scopes a `require_scopes` guard asks for: every one of them, or any one with `any_of`."""
+
+    scopes: tuple[str, ...]
+    any_of: bool = False
+
+
+# The attribute a guard carries its ScopeRequirement under: the OpenAPI document (cef_common.openapi)
+# lists the scopes of each route from its guards, so the document cannot drift from the code.
+_SCOPE_REQUIREMENT = "scope_requirement"
+
+
 def require_scopes(*scopes: str, any_of: bool = False) -> Callable[[Principal], Principal]:
     """A dependency that passes the principal on when it holds the scopes (403 otherwise)."""
 
@@ -242,53 +299,24 @@ def require_scopes(*scopes: str, any_of: bool = False) -> Callable[[Principal], 
             raise Forbidden(f"this request needs the scope {joined}", code="insufficient-scope")
         return principal
 
+    setattr(_guard, _SCOPE_REQUIREMENT, ScopeRequirement(scopes, any_of))
     return _guard
+
+
+def scope_requirement(dependency: object) -> ScopeRequirement | None:
+    """The scopes a dependency made by `require_scopes` asks for; None for any other callable."""
+    found = getattr(dependency, _SCOPE_REQUIREMENT, None)
+    return found if isinstance(found, ScopeRequirement) else None
 
 
 def ensure_org(principal: Principal, org: str, *, what: str = "this resource") -> None:
     """403 unless the caller belongs to `org`."""
     if principal.org is None or principal.org.upper() != org.upper():
         raise Forbidden(
-            f"{what} belongs to organisation {org}, not to the caller's", code="other-organisation"
+            # `org` is not quoted: it may be a value the caller typed where a code belongs.
+            f"{what} belongs to another organisation than the caller's",
+            code="other-organisation",
         )
-
-
-class TokenSigner:
-    """Mints ES256 tokens with one key."""
-
-    def __init__(self, key: SigningKey, issuer: str) -> None:
-        self.key = key
-        self.issuer = issuer
-
-    def mint(
-        self,
-        *,
-        sub: str,
-        audience: str,
-        scopes: Iterable[str],
-        ttl_seconds: int,
-        org: str | None = None,
-        client: str | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> str:
-        now = int(time.time())
-        claims: dict[str, Any] = {
-            "iss": self.issuer,
-            "sub": sub,
-            "aud": audience,
-            "iat": now,
-            "nbf": now,
-            "exp": now + ttl_seconds,
-            "jti": uuid.uuid4().hex,
-            "scope": " ".join(sorted(set(scopes))),
-        }
-        if org:
-            claims["org"] = org
-        if client:
-            claims["client_id"] = client
-        if extra:
-            claims.update(extra)
-        return str(jwt.encode(claims, self.key.private_pem, algorithm="ES256", headers={"kid": self.key.kid}))
 
 
 class ServiceTokens:
@@ -320,38 +348,6 @@ class ServiceTokens:
         return cls(
             TokenSigner(key, settings.service_name), settings.service_name, settings.service_token_ttl_seconds
         )
-
-
-# --- the development issuer used by `cef up` and `cef token` -------------------------------------
-
-
-def dev_issuer_key_path(keys_dir: Path) -> Path:
-    return keys_dir / f"{DEV_ISSUER}.pem"
-
-
-def ensure_dev_issuer(keys_dir: Path) -> TokenSigner:
-    """Creates (on first use) and returns the development issuer's signer under `keys_dir`."""
-    return TokenSigner(load_signing_key(dev_issuer_key_path(keys_dir), create=True), DEV_ISSUER)
-
-
-def mint_dev_token(
-    keys_dir: Path,
-    *,
-    scopes: Iterable[str],
-    audience: str,
-    sub: str = "developer",
-    org: str | None = None,
-    ttl_seconds: int = 3600,
-) -> str:
-    path = dev_issuer_key_path(keys_dir)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"no development issuer under {keys_dir}: start `cef up` with this data directory first"
-        )
-    signer = TokenSigner(load_signing_key(path, create=False), DEV_ISSUER)
-    return signer.mint(
-        sub=sub, audience=audience, scopes=scopes, ttl_seconds=ttl_seconds, org=org, client="cef-cli"
-    )
 
 
 # --- detached signatures over arbitrary payloads (e.g. the audit log's signed checkpoints) ---------

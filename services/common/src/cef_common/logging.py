@@ -1,5 +1,6 @@
 """structlog configured once for every service: JSON in production, readable on a terminal,
-request ids in every line, and a last-line-of-defence mask for anything shaped like an NHS number."""
+request ids in every line, and a last-line-of-defence mask for anything shaped like an NHS number,
+a date of birth or a full postcode."""
 
 from __future__ import annotations
 
@@ -12,18 +13,49 @@ from typing import Any
 
 import structlog
 
-# Ten digits (optionally 3-3-4 with spaces or hyphens) not inside a longer number.
-NHS_NUMBER_SHAPE = re.compile(r"(?<![0-9])[0-9]{3}[ -]?[0-9]{3}[ -]?[0-9]{4}(?![0-9])")
-# Full UK postcodes and ISO dates of birth cannot be told apart from other text reliably;
-# the code never logs them, and the mask below covers the identifier most often pasted.
+# The mask is the last line of defence, not the first: the code never logs a free value a caller
+# sent (see cef_common.redact), so the mask only catches what slips through. Each shape matches a
+# whole run of letters and digits, never a piece of a longer one, so that request ids, hashes and
+# tokens pass unbroken (an identifier hidden inside such a run is not caught: the request id is
+# refused instead, see cef_common.context.accept_request_id).
+_NOT_AFTER_ALNUM, _NOT_BEFORE_ALNUM = r"(?<![0-9A-Za-z])", r"(?![0-9A-Za-z])"
+# Ten digits, or 3-3-4 with spaces or with hyphens (not 6-4: "RTR-201904-0000" is an invoice number).
+NHS_NUMBER_SHAPE = re.compile(
+    _NOT_AFTER_ALNUM
+    + r"(?:[0-9]{10}|[0-9]{3} [0-9]{3} [0-9]{4}|[0-9]{3}-[0-9]{3}-[0-9]{4})"
+    + _NOT_BEFORE_ALNUM
+)
+# A calendar date standing alone (1900-2099; YYYY-MM-DD, DD/MM/YYYY or DD-MM-YYYY): a date of
+# birth's shape. A timestamp (a date followed by "T" or a time) is not masked, nor is the
+# `timestamp` key every line carries.
+_DAY, _MONTH, _YEAR = r"(?:0?[1-9]|[12][0-9]|3[01])", r"(?:0?[1-9]|1[0-2])", r"(?:19|20)[0-9]{2}"
+DATE_SHAPE = re.compile(
+    _NOT_AFTER_ALNUM
+    + rf"(?:{_YEAR}-{_MONTH}-{_DAY}|{_DAY}/{_MONTH}/{_YEAR}|{_DAY}-{_MONTH}-{_YEAR})"
+    + r"(?![0-9A-Za-z]|[ :][0-9]{2}:|-[0-9])"
+)
+# A full UK postcode in any case, with or without its space (outward code, inward code).
+POSTCODE_SHAPE = re.compile(
+    _NOT_AFTER_ALNUM + r"[A-Za-z]{1,2}[0-9][A-Za-z0-9]? ?[0-9][A-Za-z]{2}" + _NOT_BEFORE_ALNUM
+)
+IDENTIFIER_SHAPES = (NHS_NUMBER_SHAPE, DATE_SHAPE, POSTCODE_SHAPE)
+# Keys whose values are the logging pipeline's own dates, never a caller's.
+_UNMASKED_KEYS = frozenset({"timestamp"})
 MASK = "[REDACTED]"
 
 _configured = False
 
 
+def mask_text(text: str) -> str:
+    """`text` with every NHS number, standalone date and full postcode shape replaced by MASK."""
+    for shape in IDENTIFIER_SHAPES:
+        text = shape.sub(MASK, text)
+    return text
+
+
 def mask_value(value: Any) -> Any:
     if isinstance(value, str):
-        return NHS_NUMBER_SHAPE.sub(MASK, value)
+        return mask_text(value)
     if isinstance(value, Mapping):
         return {k: mask_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -71,7 +103,8 @@ def render_exc_info(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mu
 
 def mask_identifiers(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in list(event_dict.items()):
-        event_dict[key] = mask_value(value)
+        if key not in _UNMASKED_KEYS:
+            event_dict[key] = mask_value(value)
     return event_dict
 
 

@@ -20,6 +20,8 @@ import uuid
 from collections.abc import Callable, Container
 from typing import Any
 
+from cef_common.logging import DATE_SHAPE, NHS_NUMBER_SHAPE, POSTCODE_SHAPE
+
 _DIGEST_CONTEXT = b"cef-free-value-digest-v1"
 # Until a service configures its key, a random one: digests then match only within this process.
 _key: bytes = os.urandom(32)
@@ -71,3 +73,36 @@ _ASCII_DIGITS = re.compile(r"^[0-9]+$")
 def is_ascii_digits(value: str, *, max_digits: int = 18) -> bool:
     """True for 1 to `max_digits` ASCII digits (str.isdigit() also accepts '¹' and other scripts)."""
     return 0 < len(value) <= max_digits and _ASCII_DIGITS.match(value) is not None
+
+
+# Free text a caller writes (a reason, a purpose, an invoice number) that is kept or recorded as it
+# is must hold no identifier: such text is refused, never masked, when one of these shapes is in it.
+# The log mask's shapes (whole runs of letters and digits) and ten digits in a row anywhere.
+_TEN_DIGITS = re.compile(r"(?<![0-9])[0-9]{10}(?![0-9])")
+
+
+def identifiers_in(text: str) -> list[str]:
+    """What in `text` is shaped like an identifier ("an NHS number", "a date", "a postcode"),
+    empty when nothing is. Used to refuse free text, never to clean it."""
+    found = []
+    if NHS_NUMBER_SHAPE.search(text) or _TEN_DIGITS.search(text):
+        found.append("an NHS number")
+    if DATE_SHAPE.search(text):
+        found.append("a date")
+    if POSTCODE_SHAPE.search(text):
+        found.append("a postcode")
+    return found
+
+
+_ANY_IDENTIFIER = re.compile(
+    "|".join(f"(?:{shape.pattern})" for shape in (_TEN_DIGITS, NHS_NUMBER_SHAPE, DATE_SHAPE, POSTCODE_SHAPE))
+)
+
+
+def carries_identifier(text: str) -> bool:
+    """True when `text` holds something shaped like an NHS number, a date or a full postcode (one
+    search: cheap enough for every line of a large file)."""
+    # Every shape needs five characters; digits alone make an identifier only as ten of them.
+    if len(text) < 5 or (text.isdigit() and len(text) != 10):
+        return False
+    return _ANY_IDENTIFIER.search(text) is not None

@@ -8,9 +8,9 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-Environment = Literal["development", "test", "production"]
+from cef_common.devtokens import DEV_ISSUER as DEV_ISSUER
 
-DEV_ISSUER = "cef-dev"
+Environment = Literal["development", "test", "production"]
 
 
 class TrustedIssuer(BaseModel):
@@ -91,9 +91,29 @@ class BaseServiceSettings(BaseSettings):
     audit_relay_max_backoff_seconds: float = Field(
         default=30.0, gt=0, description="The longest wait between delivery attempts while audit is down."
     )
+    refusal_audit_limit: int = Field(
+        default=20,
+        ge=1,
+        description="Refusals (401, 403, hidden 404) recorded per caller per window; beyond it they are "
+        "counted and the count is recorded once the window closes.",
+    )
+    refusal_audit_window_seconds: float = Field(
+        default=60.0, gt=0, description="The window over which refusal_audit_limit applies."
+    )
+    refusal_audit_max_callers: int = Field(
+        default=10_000,
+        ge=1,
+        description="Callers whose refusals are counted apart; beyond it new callers share one count.",
+    )
 
     max_body_bytes: int = Field(
         default=10 * 1024 * 1024, description="Largest request body accepted (413 above)."
+    )
+    upload_idle_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest wait for the next part of a request body; a body that stalls longer is "
+        "cut off with 408 and nothing of it is kept.",
     )
 
     # Outgoing HTTP

@@ -47,6 +47,11 @@ def _shared_dir() -> Path:
 SHARED_DIR = _shared_dir()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Registered here rather than in pyproject.toml, beside the fuzzing support (cef_common.schema_fuzz).
+    config.addinivalue_line("markers", "fuzz: schema fuzzing of a service's API (`make fuzz` runs it longer)")
+
+
 def _docker_answers() -> bool:
     try:
         import docker  # type: ignore[import-untyped]

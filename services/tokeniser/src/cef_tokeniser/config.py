@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from cef_common.settings import BaseServiceSettings
+from cef_common.settings import DEV_ISSUER, BaseServiceSettings
 
 CONTEXT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
@@ -41,6 +41,12 @@ class Settings(BaseServiceSettings):
     # production, and unless set explicitly, the development clients are added.
     client_contexts: dict[str, list[str]] = Field(default_factory=_default_client_contexts)
 
+    # Who may re-identify (POST /v1/detokenise): peer services only, never people. A caller is one
+    # of these when its verified token was issued by that name and names it as its client, as a
+    # peer's own service tokens do (issuer = client = its service name); the scope alone is not
+    # enough. People re-identify through the CEF API, which calls here on their behalf.
+    detokenise_clients: list[str] = Field(default_factory=lambda: ["cef-api"])
+
     # 100,000 NHS numbers are about 1.4 MB of JSON; this leaves room for batches of a million.
     max_body_bytes: int = 64 * 1024 * 1024
     max_batch_values: int = 1_000_000
@@ -67,6 +73,11 @@ class Settings(BaseServiceSettings):
                 )
         elif "client_contexts" not in self.model_fields_set:
             self.client_contexts = {**DEVELOPMENT_CLIENT_CONTEXTS, **self.client_contexts}
+        if DEV_ISSUER in self.detokenise_clients:
+            raise ValueError(
+                f"{DEV_ISSUER!r} is the development issuer of people's tokens: DETOKENISE_CLIENTS lists "
+                "peer services (e.g. cef-api), which re-identify on a person's behalf"
+            )
         contexts = {self.default_context} | {c for cs in self.client_contexts.values() for c in cs}
         bad = sorted(c for c in contexts if not CONTEXT_PATTERN.match(c))
         if bad:
@@ -87,6 +98,14 @@ class Settings(BaseServiceSettings):
         if self.master_key_file is not None:
             return self.master_key_file
         return None if self.is_production else self.dev_master_key_file
+
+    def may_detokenise(self, *, issuer: str, client: str | None) -> bool:
+        """Whether a verified caller is one of the peers granted re-identification."""
+        return issuer in self.detokenise_clients and client == issuer
+
+    def known_contexts(self) -> frozenset[str]:
+        """Every context this tokeniser is configured with (the default and every client's)."""
+        return frozenset({self.default_context, *(c for cs in self.client_contexts.values() for c in cs)})
 
     def contexts_for(self, client: str) -> frozenset[str]:
         return frozenset(self.client_contexts.get(client, ()))

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 import sqlalchemy as sa
+from tokeniser_test_support import WORK
 
 from cef_common.testing import app_client
 from cef_tokeniser.config import Settings
@@ -32,8 +33,9 @@ async def tokenise(client: Any, headers: Any, kind: str, values: list[Any], **ex
 
 
 async def detokenise(client: Any, headers: Any, kind: str, tokens: list[Any], **extra: Any) -> Any:
-    body = {"kind": kind, "tokens": tokens, "purpose": "resolve a query on invoice 42", **extra}
-    return await client.post("/v1/detokenise", json=body, headers=headers("detokenise"))
+    """Re-identifies as the only caller allowed to: the CEF API's own token, for a person and a line."""
+    body = {"kind": kind, "tokens": tokens, "purpose": "resolve-query", **WORK, **extra}
+    return await client.post("/v1/detokenise", json=body, headers=headers("detokenise", peer=True))
 
 
 # --- authentication and authorisation ---------------------------------------------------------------
@@ -70,7 +72,7 @@ async def test_a_token_for_another_service_is_refused(client: Any, dev_issuer: A
     assert r.status_code == 401
 
 
-@pytest.mark.parametrize("path", list(ENDPOINTS))
+@pytest.mark.parametrize("path", ["/v1/tokenise", "/v1/retokenise"])
 async def test_contexts_are_allowed_per_client(client: Any, headers: Any, path: str, events_of: Any) -> None:
     body = {**ENDPOINTS[path], "context": "research"}
     # Client cef-api may only use context cef; client tests may use cef and research.
@@ -82,13 +84,59 @@ async def test_contexts_are_allowed_per_client(client: Any, headers: Any, path: 
     assert r.status_code == 403
     r = await client.post(path, json=body, headers=headers(SCOPE_OF[path]))
     assert r.status_code == 200, r.text
-    type_ = {
-        "/v1/tokenise": "patient.tokenise",
-        "/v1/retokenise": "patient.retokenise",
-        "/v1/detokenise": "patient.detokenise",
-    }[path]
+    type_ = {"/v1/tokenise": "patient.tokenise", "/v1/retokenise": "patient.retokenise"}[path]
     outcomes = [(e["outcome"], e["actor"]["client"]) for e in events_of(client.app, type_)]
     assert outcomes == [("denied", "cef-api"), ("denied", "unknown-client"), ("success", "tests")]
+
+
+async def test_the_peer_re_identifies_only_in_its_own_contexts(
+    client: Any, headers: Any, events_of: Any
+) -> None:
+    r = await detokenise(client, headers, "nhs_number", [], context="research")
+    assert r.status_code == 403
+    assert r.json()["code"] == "context-not-allowed"
+    assert (await detokenise(client, headers, "nhs_number", [])).status_code == 200
+    outcomes = [(e["outcome"], e["actor"]["client"]) for e in events_of(client.app, "patient.detokenise")]
+    assert outcomes == [("denied", "cef-api"), ("success", "cef-api")]
+
+
+@pytest.mark.parametrize(
+    "who",
+    [
+        {"client": None},  # a person's token (client tests) with the scope
+        {"client": "cef-api"},  # claims to be the CEF API, but issued by the development issuer
+        {"client": "cef-cli", "sub": "cef-api"},
+    ],
+)
+async def test_detokenise_is_refused_to_anyone_but_a_configured_peer_and_audited(
+    client: Any, headers: Any, events_of: Any, who: dict[str, Any]
+) -> None:
+    tokens = (await tokenise(client, headers, "nhs_number", NHS))["tokens"]
+    body = {"kind": "nhs_number", "tokens": tokens, "purpose": "resolve-query", **WORK}
+    r = await client.post("/v1/detokenise", json=body, headers=headers("detokenise", **who))
+    assert r.status_code == 403
+    assert r.json()["code"] == "detokenise-not-allowed"
+    assert not any(n in r.text for n in NHS)
+    [event] = events_of(client.app, "patient.detokenise")
+    assert event["outcome"] == "denied"
+    assert event["detail"]["reason"] == "detokenise-not-allowed"
+    assert event["actor"]["issuer"] == "cef-dev"
+    # What a caller that is not the peer says it acts for is not taken at its word: only a digest.
+    assert event["detail"]["invoice_id"] == WORK["invoice_id"]
+    assert set(event["detail"]["on_behalf_of"]) == {"digest", "length"}
+    assert set(event["detail"]["line_ref"]) == {"digest", "length"}
+
+
+async def test_the_peers_that_may_detokenise_are_a_setting(
+    sqlite_url: str, make_settings: Callable[..., Settings], headers: Any
+) -> None:
+    app = create_app(make_settings(sqlite_url, detokenise_clients=["billing-service"]))
+    async with app_client(app) as c:
+        r = await detokenise(c, headers, "nhs_number", [])
+    assert r.status_code == 403
+    assert r.json()["code"] == "detokenise-not-allowed"
+    with pytest.raises(ValueError, match="development issuer"):
+        make_settings(sqlite_url, detokenise_clients=["cef-dev"])
 
 
 async def test_the_client_id_falls_back_to_the_subject(
@@ -158,7 +206,15 @@ async def test_kinds_do_not_share_tokens(client: Any, headers: Any) -> None:
     assert r.json() == {"values": [None], "errors": [{"index": 0, "code": "token_invalid"}]}
 
 
-async def test_the_same_value_in_two_contexts_gives_unlinkable_tokens(db_client: Any, headers: Any) -> None:
+async def test_the_same_value_in_two_contexts_gives_unlinkable_tokens(
+    db_url: str, make_settings: Callable[..., Settings], headers: Any
+) -> None:
+    contexts = {"tests": ["cef", "research"], "cef-api": ["cef", "research"]}
+    async with app_client(create_app(make_settings(db_url, client_contexts=contexts))) as db_client:
+        await _unlinkable(db_client, headers)
+
+
+async def _unlinkable(db_client: Any, headers: Any) -> None:
     cef = await tokenise(db_client, headers, "nhs_number", NHS)
     research = await tokenise(db_client, headers, "nhs_number", NHS, context="research")
     assert research["context"] == "research"
@@ -238,8 +294,8 @@ async def test_oversized_requests_get_413(
         assert "at most 50" in r.json()["detail"]
         r = await c.post(
             "/v1/detokenise",
-            json={"kind": "nhs_number", "tokens": [None] * 51, "purpose": "x"},
-            headers=headers("detokenise"),
+            json={"kind": "nhs_number", "tokens": [None] * 51, "purpose": "x", **WORK},
+            headers=headers("detokenise", peer=True),
         )
         assert r.status_code == 413
 
@@ -430,9 +486,18 @@ async def test_detokenise_is_audited_with_caller_purpose_and_count(
     assert event["action"] == "execute"
     assert event["purpose"] == "resolve a query on invoice 42"
     assert event["entity"] == {"type": "patient_token", "id": None, "count": len(NHS)}
-    assert event["actor"]["sub"] == "tester"
-    assert event["actor"]["client"] == "tests"
-    assert event["detail"] == {"kind": "nhs_number", "context": "cef", "resolved": len(NHS), "unresolved": 0}
+    assert event["actor"]["sub"] == "cef-api"
+    assert event["actor"]["client"] == "cef-api"
+    # The person the peer acted for, the invoice, the line: the work the identities were given for.
+    assert event["detail"] == {
+        "kind": "nhs_number",
+        "context": "cef",
+        "resolved": len(NHS),
+        "unresolved": 0,
+        "on_behalf_of": WORK["on_behalf_of"],
+        "invoice_id": WORK["invoice_id"],
+        "line_ref": WORK["line_ref"],
+    }
     assert event["request_id"] == r.headers["x-request-id"]
     assert not any(n in orjson.dumps(event).decode() for n in NHS)
 
@@ -448,20 +513,25 @@ async def test_detokenise_is_audited_with_caller_purpose_and_count(
         ("detokenise", {"context": "elsewhere"}, 403, "context-not-allowed"),
         ("detokenise", {"kind": "passport"}, 422, "validation-error"),
         ("detokenise", {"tokens": "N1.x"}, 422, "validation-error"),
+        ("detokenise", {"on_behalf_of": None}, 422, "validation-error"),
+        ("detokenise", {"on_behalf_of": {"sub": "staff-1"}}, 422, "validation-error"),
+        ("detokenise", {"invoice_id": "9434765919"}, 422, "validation-error"),
+        ("detokenise", {"line_ref": ""}, 422, "validation-error"),
     ],
 )
 async def test_refused_detokenise_calls_are_audited_and_return_no_values(
     client: Any, headers: Any, events_of: Any, scope: str, change: dict[str, Any], status: int, reason: str
 ) -> None:
     tokens = (await tokenise(client, headers, "nhs_number", NHS))["tokens"]
-    body = {"kind": "nhs_number", "tokens": tokens, "purpose": "curiosity", **change}
-    r = await client.post("/v1/detokenise", json=body, headers=headers(scope))
+    body = {"kind": "nhs_number", "tokens": tokens, "purpose": "curiosity", **WORK, **change}
+    r = await client.post("/v1/detokenise", json=body, headers=headers(scope, peer=True))
     assert r.status_code == status
     assert not any(n in r.text for n in NHS)
     [event] = events_of(client.app, "patient.detokenise")
     assert event["outcome"] == "denied"
     assert event["detail"]["reason"] == reason
-    assert event["actor"]["sub"] == "tester"
+    assert event["actor"]["sub"] == "cef-api"
+    assert "9434765919" not in orjson.dumps(event).decode()
     if isinstance(change.get("tokens", tokens), list):
         assert event["entity"]["count"] == len(NHS)
 
@@ -546,10 +616,14 @@ async def test_openapi_documents_the_bodies(client: Any) -> None:
     tokenise_body = spec["paths"]["/v1/tokenise"]["post"]["requestBody"]["content"]["application/json"][
         "schema"
     ]
-    assert set(tokenise_body["properties"]) == {"kind", "values", "context", "key_version"}
+    assert tokenise_body == {"$ref": "#/components/schemas/TokeniseRequest"}
+    model = spec["components"]["schemas"]["TokeniseRequest"]
+    assert set(model["properties"]) == {"kind", "values", "context", "key_version"}
+    # A nested model of a body read by hand is a component too (the document has no dangling ref).
+    assert "OnBehalfOf" in spec["components"]["schemas"]
 
 
-async def test_a_refused_request_records_only_a_well_formed_context(
+async def test_a_refused_request_records_only_a_configured_context_by_name(
     client: Any, headers: Any, events_of: Any
 ) -> None:
     body = {"kind": "nhs_number", "tokens": [], "purpose": "p", "context": "9434765919 Jane Doe"}
@@ -561,11 +635,51 @@ async def test_a_refused_request_records_only_a_well_formed_context(
         headers=headers("tokenise"),
     )
     assert r.status_code == 403
-    events = events_of(client.app, "patient.detokenise") + events_of(client.app, "patient.tokenise")
-    assert [e["detail"]["context"] for e in events] == [None, None]
-    assert "9434765919" not in orjson.dumps(events).decode()
-    assert "TS18 1HU" not in orjson.dumps(events).decode()
+    # Well formed as a context name, yet an NHS number's shape: not configured, so a digest.
     r = await client.post(
-        "/v1/detokenise", json={**body, "context": "elsewhere"}, headers=headers("detokenise")
+        "/v1/tokenise",
+        json={"kind": "nhs_number", "values": [], "context": "9990394083"},
+        headers=headers("tokenise"),
     )
-    assert events_of(client.app, "patient.detokenise")[-1]["detail"]["context"] == "elsewhere"
+    assert r.status_code == 403
+    events = events_of(client.app, "patient.detokenise") + events_of(client.app, "patient.tokenise")
+    assert [e["detail"]["context"]["length"] for e in events] == [19, 8, 10]
+    dumped = orjson.dumps(events).decode()
+    for value in ("9434765919", "TS18 1HU", "9990394083"):
+        assert value not in dumped
+    # Exactly one event each: the router's own, not a second one from the shared refusal auditor.
+    assert events_of(client.app, "access.refused") == []
+    r = await client.post("/v1/detokenise", json={**body, "context": "cef"}, headers=headers("detokenise"))
+    assert r.status_code == 403
+    assert events_of(client.app, "patient.detokenise")[-1]["detail"]["context"] == "cef"
+
+
+@pytest.mark.parametrize(
+    ("path", "scope", "own_type"),
+    [
+        ("/v1/tokenise", "detokenise", None),
+        ("/v1/retokenise", "detokenise", None),
+        ("/v1/detokenise", "tokenise", "patient.detokenise"),
+    ],
+)
+async def test_each_refusal_is_recorded_exactly_once(
+    client: Any, headers: Any, events_of: Any, dev_issuer: Any, path: str, scope: str, own_type: str | None
+) -> None:
+    body = {"kind": "nhs_number", "values": ["9990394083"], "tokens": [], "purpose": "9990394083"}
+    r = await client.post(path, json=body, headers=headers(scope))
+    assert r.status_code == 403
+    shared = events_of(client.app, "access.refused")
+    if own_type is None:
+        # Refused by the route's scope guard: the shared refusal auditor's event.
+        [event] = shared
+        assert (event["detail"]["route"], event["detail"]["reason"]) == (path, "insufficient-scope")
+    else:
+        # The route audits its own refusals, so the shared auditor records nothing more.
+        assert shared == []
+        assert len(events_of(client.app, own_type)) == 1
+    r = await client.post(path, json=body, headers=dev_issuer.headers(scope, aud="cef-api"))
+    assert r.status_code == 401
+    assert events_of(client.app, "access.refused")[-1]["detail"]["reason"] == "wrong-audience"
+    assert "9990394083" not in orjson.dumps(events_of(client.app, "access.refused")).decode()
+    if own_type is not None:
+        assert "9990394083" not in orjson.dumps(events_of(client.app, own_type)).decode()

@@ -5,16 +5,20 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
+from sqlalchemy.dialects.postgresql import JSONB
 
 from cef_audit.log.records import item_of, utc_stamp
 from cef_audit.log.tables import COMMON_OUTCOME, audit_events, audit_head
 from cef_common.errors import BadRequest
+from cef_common.logging import mask_text
+from cef_common.params import MAX_BIGINT
+from cef_common.redact import digest
 
 Order = Literal["asc", "desc"]
 
@@ -33,9 +37,30 @@ class EventFilter:
     source: tuple[str, ...] = ()
     since: datetime | None = None
     until: datetime | None = None
+    # The event's `detail.patient_token`: not a column but read from the record itself, so only ever
+    # asked together with a type (the type index narrows the rows whose record is parsed).
+    patient_token: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, moment in (("since", self.since), ("until", self.until)):
+            if moment is None:
+                continue
+            if moment.tzinfo is None:
+                raise BadRequest(
+                    f"{name} needs a time zone, e.g. 2026-11-23T09:00:00Z", code="naive-datetime"
+                )
+            try:
+                moment.astimezone(UTC)
+            except OverflowError:
+                # 0001-01-01T00:00+01:00 is valid ISO 8601, but its UTC time falls in year 0.
+                raise BadRequest(
+                    f"{name} falls outside the years 1 to 9999 once converted to UTC", code="bad-datetime"
+                ) from None
 
     def described(self) -> dict[str, Any]:
-        """The filters that were set, for the auditor-query event (JSON-ready)."""
+        """The filters that were set, for the auditor-query event (JSON-ready). Each is a value the
+        auditor typed: recorded as it is when nothing in it is shaped like an identifier, else as
+        its keyed digest and length (cef_common.redact)."""
         out: dict[str, Any] = {}
         for key, value in asdict(self).items():
             if value in (None, ()):
@@ -43,11 +68,15 @@ class EventFilter:
             out[key] = (
                 utc_stamp(value)
                 if isinstance(value, datetime)
-                else list(value)
+                else [_recorded(v) for v in value]
                 if isinstance(value, tuple)
-                else value
+                else _recorded(value)
             )
         return out
+
+
+def _recorded(value: Any) -> Any:
+    return digest(value) if isinstance(value, str) and mask_text(value) != value else value
 
 
 def encode_cursor(seq: int, order: Order) -> str:
@@ -62,7 +91,12 @@ def decode_cursor(cursor: str, order: Order) -> int:
         raise BadRequest(
             "cursor is not one this service issued: pass next_cursor unchanged", code="invalid-cursor"
         ) from None
-    if not isinstance(seq, int) or cursor_order != order:
+    # Only a seq the log can hold (orjson reads up to 2**64 - 1; BIGINT stops at 2**63 - 1).
+    if type(seq) is not int or not 0 <= seq <= MAX_BIGINT:
+        raise BadRequest(
+            "cursor is not one this service issued: pass next_cursor unchanged", code="invalid-cursor"
+        )
+    if cursor_order != order:
         raise BadRequest(
             "cursor belongs to a listing in another order: keep the same order parameter",
             code="invalid-cursor",
@@ -79,6 +113,18 @@ def _type_clause(patterns: tuple[str, ...]) -> sa.ColumnElement[bool]:
         else:
             clauses.append(audit_events.c.type == pattern)
     return sa.or_(*clauses)
+
+
+def _detail_equals(conn: Connection, key: str, value: str) -> sa.ColumnElement[bool]:
+    """`detail.<key>` of the hashed record equals `value`, in the database's own JSON functions (as
+    verification reads the records); `key` is a name of this module, never a caller's."""
+    canonical = audit_events.c.canonical
+    if conn.dialect.name == "postgresql":
+        record = sa.cast(sa.func.convert_from(canonical, "UTF8"), JSONB)
+        found: sa.ColumnElement[str] = record[("detail", key)].astext
+        return found == value
+    extracted: sa.ColumnElement[str] = sa.func.json_extract(sa.cast(canonical, sa.Text), f"$.detail.{key}")
+    return extracted == value
 
 
 _LAST = "SELECT seq, recorded_at FROM audit_events ORDER BY seq DESC LIMIT 1"
@@ -151,6 +197,8 @@ def _where(conn: Connection, f: EventFilter) -> list[sa.ColumnElement[bool]]:
             where.append(c.outcome != sa.literal_column(f"'{COMMON_OUTCOME}'"))
     if f.source:
         where.append(c.source.in_(f.source))
+    if f.patient_token is not None:
+        where.append(_detail_equals(conn, "patient_token", f.patient_token))
     low, high = _seq_bounds(conn, f)
     if low is not None:
         where.append(c.seq >= low if low > 0 else sa.false())

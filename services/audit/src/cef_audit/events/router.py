@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
@@ -22,39 +24,46 @@ from cef_audit.events.repository import (
     iterate_events,
     list_events,
 )
-from cef_audit.events.schemas import AppendResponse, AppendResultOut, EventBatch, EventPage
+from cef_audit.events.schemas import RECORD_EXAMPLE, AppendResponse, AppendResultOut, EventBatch, EventPage
 from cef_audit.log.records import Recorder, now_stamp
 from cef_audit.log.sequencer import AuditLog
 from cef_common.audit import AuditAction, AuditEventIn, AuditOutcome
 from cef_common.auth import Principal
-from cef_common.errors import BadRequest, PayloadTooLarge, Unprocessable
+from cef_common.errors import BadRequest, PayloadTooLarge, Unprocessable, validation_errors
+from cef_common.logging import mask_text, mask_value
+from cef_common.openapi import json_body, problems
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
 _EVENTS = TypeAdapter(list[AuditEventIn])
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 
 
-def _inlined(schema: Any, defs: dict[str, Any]) -> Any:
-    # The body is read by hand (one event or a batch), so its schema is inlined for the OpenAPI
-    # document rather than registered as a FastAPI body parameter.
-    if isinstance(schema, dict):
-        ref = schema.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            return _inlined(defs[ref.removeprefix("#/$defs/")], defs)
-        return {k: _inlined(v, defs) for k, v in schema.items() if k != "$defs"}
-    if isinstance(schema, list):
-        return [_inlined(v, defs) for v in schema]
-    return schema
+# The body is read by hand (one event or a batch): its schema is given to the document here.
+_APPEND_BODY = json_body(AuditEventIn | EventBatch)
 
 
-def _append_body_schema() -> dict[str, Any]:
-    schema = TypeAdapter(AuditEventIn | EventBatch).json_schema()
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": _inlined(schema, schema.get("$defs", {}))}},
+_BAD_FILTER = problems(
+    400,
+    described={
+        400: "naive-datetime: since and until need a time zone, e.g. 2026-11-23T09:00:00Z; also "
+        "bad-datetime, purpose-holds-identifier or bad-cursor, `detail` says what to change"
+    },
+)
+
+
+def _export_content() -> dict[str, Any]:
+    """Each export format's media type, with the example record as that format renders it."""
+    content: dict[str, Any] = {}
+    for format in get_args(ExportFormat):
+        media_type = MEDIA_TYPES[format]
+        text = b"".join(render(format, iter([RECORD_EXAMPLE]))).decode()
+        fhir = format == "fhir"
+        content[media_type] = {
+            "schema": {"type": "object"} if fhir else {"type": "string"},
+            "example": orjson.loads(text) if fhir else text,
         }
-    }
+    return content
 
 
 def _field(loc: tuple[Any, ...], batch: bool) -> str:
@@ -79,13 +88,74 @@ def parse_events(body: bytes, *, max_events: int) -> list[AuditEventIn]:
     if len(items) > max_events:
         raise PayloadTooLarge(f"the batch holds {len(items)} events; send at most {max_events} per request")
     try:
-        return _EVENTS.validate_python(items)
+        events = _EVENTS.validate_python(items)
     except ValidationError as exc:
-        errors = [{"field": _field(tuple(e["loc"]), batch), "message": e["msg"]} for e in exc.errors()]
+        # Named and worded without the rejected input (cef_common.errors.validation_errors).
+        errors = [
+            {"field": _field(tuple(e["field"].split(".")), batch), "message": e["message"]}
+            for e in validation_errors(exc.errors())
+        ]
         first = errors[0]
         raise Unprocessable(
             f"{first['field']}: {first['message']}", code="validation-error", extra={"errors": errors}
         ) from None
+    for index, event in enumerate(events):
+        dumped = event.model_dump(mode="json", exclude={"event_id", "occurred_at"})
+        where = _identifier_in(dumped, refused=_holds_nul)
+        if where is not None:
+            field = ".".join(["events", str(index), where] if batch else [where])
+            raise Unprocessable(
+                f"{field} holds a NUL character (U+0000), which the log cannot store: remove it",
+                code="nul-character",
+                extra={"errors": [{"field": field, "message": "must not hold a NUL character"}]},
+            )
+        where = _identifier_in(dumped)
+        if where is not None:
+            field = ".".join(["events", str(index), where] if batch else [where])
+            raise Unprocessable(
+                f"{field} holds something shaped like an NHS number, a date of birth or a postcode; "
+                "an audit event names people by their tokens and subjects, never by an identifier",
+                code="identifier-in-event",
+                extra={"errors": [{"field": field, "message": "must not hold an identifier"}]},
+            )
+    return events
+
+
+def _masked(text: str) -> bool:
+    return mask_text(text) != text
+
+
+def _holds_nul(text: str) -> bool:
+    # PostgreSQL's text cannot hold U+0000, and no reader of an exported log expects one.
+    return "\x00" in text
+
+
+def _identifier_in(value: Any, path: str = "", refused: Callable[[str], bool] = _masked) -> str | None:
+    """Where in an event (a dotted path) a string the log mask would change sits (or, given
+    `refused`, a string it refuses), None when nowhere. The audit log keeps what it is given for
+    ever and answers it to auditors: it refuses an identifier rather than hold one. Keys of
+    `detail` are named only when they are plain names."""
+    if isinstance(value, str):
+        return (path or "event") if refused(value) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        # A ten-digit number too, as the log mask has it: an NHS number fits in a JSON number.
+        return (path or "event") if refused is _masked and mask_value(value) != value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            text = str(key)
+            name = text if _PLAIN_KEY.match(text) and not _masked(text) else "(a key)"
+            here = f"{path}.{name}" if path else name
+            if refused(text):
+                return here
+            found = _identifier_in(item, here, refused)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _identifier_in(item, f"{path}.{i}" if path else str(i), refused)
+            if found is not None:
+                return found
+    return None
 
 
 @router.post(
@@ -93,8 +163,19 @@ def parse_events(body: bytes, *, max_events: int) -> list[AuditEventIn]:
     response_model=AppendResponse,
     status_code=201,
     summary="Append one event or a batch (idempotent by event_id)",
-    openapi_extra=_append_body_schema(),
-    responses={200: {"description": "every event was already stored", "model": AppendResponse}},
+    openapi_extra=_APPEND_BODY,
+    responses={
+        200: {"description": "every event was already stored", "model": AppendResponse},
+        **problems(
+            400,
+            409,
+            described={
+                400: "invalid-json: the body is not JSON",
+                409: "event-id-conflict: an event_id already stored with other content; nothing of the "
+                "batch was stored",
+            },
+        ),
+    },
 )
 async def append_events(
     request: Request,
@@ -141,11 +222,6 @@ class FilterParams:
             ),
         ] = None,
     ) -> None:
-        for name, moment in (("since", since), ("until", until)):
-            if moment is not None and moment.tzinfo is None:
-                raise BadRequest(
-                    f"{name} needs a time zone, e.g. 2026-11-23T09:00:00Z", code="naive-datetime"
-                )
         self.filter = EventFilter(
             actor=actor,
             org=org,
@@ -164,7 +240,12 @@ class FilterParams:
 FilterDep = Annotated[FilterParams, Depends()]
 
 
-@router.get("", response_model=EventPage, summary="List events in seq order, filtered, a page at a time")
+@router.get(
+    "",
+    response_model=EventPage,
+    summary="List events in seq order, filtered, a page at a time",
+    responses=_BAD_FILTER,
+)
 def get_events(
     request: Request,
     params: FilterDep,
@@ -202,7 +283,7 @@ def get_events(
 @router.get(
     "/export",
     summary="Export every matching event as JSON Lines, CSV or a FHIR R4 Bundle of AuditEvents",
-    responses={200: {"content": {m: {} for m in MEDIA_TYPES.values()}}},
+    responses={200: {"content": _export_content()}, **_BAD_FILTER},
     response_class=StreamingResponse,
 )
 def export_events(

@@ -4,12 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from cef_common.audit import AuditEventIn
+from cef_common.audit import EVENT_EXAMPLE, AuditEventIn
+from cef_common.openapi import model_examples
+
+# A stored record as listings answer it (synthetic values; hashes of nothing in particular).
+RECORD_EXAMPLE: dict[str, Any] = {
+    **EVENT_EXAMPLE,
+    "subtype": None,
+    "seq": 1042,
+    "recorded_at": "2026-11-23T09:00:01.262144Z",
+    "recorded_by": {"sub": "cef-api", "issuer": "cef-api", "client": "cef-api", "org": None},
+    "prev_hash": "5e2d1c0b9a8f7e6d5c4b3a29180f7e6d5c4b3a29180f7e6d5c4b3a29180f7e6d",
+    "hash": "a3f9c2e18d7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a19",
+}
 
 
 class EventBatch(BaseModel):
+    model_config = ConfigDict(json_schema_extra=model_examples([{"events": [EVENT_EXAMPLE]}]))
+
     events: list[AuditEventIn]
 
 
@@ -20,11 +34,28 @@ class AppendResultOut(BaseModel):
 
 
 class AppendResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra=model_examples(
+            [
+                {
+                    "results": [{"event_id": EVENT_EXAMPLE["event_id"], "seq": 1042, "duplicate": False}],
+                    "length": 1042,
+                }
+            ]
+        )
+    )
+
     results: list[AppendResultOut]
     length: int = Field(description="the log's length after this request")
 
 
 class EventPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra=model_examples(
+            [{"items": [RECORD_EXAMPLE], "next_cursor": "eyJzZXEiOjEwNDIsIm9yZGVyIjoiYXNjIn0"}]
+        )
+    )
+
     items: list[dict[str, Any]] = Field(
         description="records as hashed (seq, recorded_at, actor, action, type, outcome, entity, purpose, "
         "prev_hash, …) plus their hash: SHA-256 of the record's RFC 8785 serialisation without `hash`"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from typing import Any, Final, TypeVar
@@ -108,6 +108,8 @@ class TokenisedBatch:
     line_tokens: list[str | None]
     dob_tokens: dict[date, str | None]
     seconds: float
+    # Each line's postcode token (stored for re-identification); empty: none for any line.
+    postcode_tokens: list[str | None] = field(default_factory=list)
 
 
 def tokenise_batch(
@@ -136,7 +138,16 @@ def tokenise_batch(
         got = tokeniser.tokenise("date_of_birth", dob_values, key_version=dob_key_version)
         dob_tokens = dict(zip(dob_dates, got.tokens, strict=True))
     line_tokens = list(map(nhs_tokens.get, numbers))
-    return TokenisedBatch(prepared, line_tokens, dob_tokens, time.perf_counter() - t0)
+    # Postcodes are not needed by any rule (the outward code is), only to re-identify a line's
+    # patient later: tokenised under the current key, one call for the batch's distinct ones.
+    postcodes = [p.postcode for p in prepared]
+    postcode_values = sorted(set(filter(None, postcodes)))
+    postcode_tokens: list[str | None] = []
+    if postcode_values:
+        got = tokeniser.tokenise("postcode", postcode_values)
+        by_postcode: dict[str | None, str | None] = dict(zip(postcode_values, got.tokens, strict=True))
+        postcode_tokens = list(map(by_postcode.get, postcodes))
+    return TokenisedBatch(prepared, line_tokens, dob_tokens, time.perf_counter() - t0, postcode_tokens)
 
 
 @dataclass
@@ -177,15 +188,19 @@ def assess_batch(
     # Looked up once for the batch; None leaves check_line to refuse the provider on the first line
     # that is priced, as validate_line does.
     factor = reference.market_forces_factor(header.provider_code.upper())
-    for line, nhs_token in zip(batch.prepared, batch.line_tokens, strict=True):
+    postcode_tokens = batch.postcode_tokens or [None] * len(batch.prepared)
+    for line, nhs_token, postcode_token in zip(
+        batch.prepared, batch.line_tokens, postcode_tokens, strict=True
+    ):
+        dob = line.date_of_birth
+        dob_token = dob_tokens.get(dob) if dob is not None else None
         if line.malformed:
             found, commissioner, expected, key = _MALFORMED, None, None, None
         else:
-            dob = line.date_of_birth
             ctx = check_line(
                 line,
                 nhs_token=nhs_token,
-                dob_token=dob_tokens.get(dob) if dob is not None else None,
+                dob_token=dob_token,
                 header=header,
                 reference=reference,
                 duplicates=no_earlier_lines,
@@ -213,6 +228,8 @@ def assess_batch(
                 line.hrg_code,
                 line.point_of_delivery,
                 line.service_code,
+                dob_token,
+                postcode_token,
             )
         )
         candidate(digests.digest(key) if key is not None else None)

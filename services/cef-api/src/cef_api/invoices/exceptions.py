@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cef_common.errors import Conflict, Unprocessable
+from cef_common.errors import AppError, Conflict, NotFound, Unprocessable
 
 
 class InvoiceHeaderInvalid(Unprocessable):
@@ -44,3 +44,36 @@ class AmountTooLarge(Unprocessable):
             f"{what} is beyond the largest amount the CEF stores ({largest}); "
             "correct the amount and submit the invoice again"
         )
+
+
+# --- re-identification (invoices/reidentify.py) ---------------------------------------------------
+
+
+class LineNotFound(NotFound):
+    """One answer for a missing invoice, a missing line and a line the caller may not re-identify,
+    so that nobody learns which invoices or lines exist by asking."""
+
+    code = "line-not-found"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "there is no such line on an invoice you can re-identify patients of: use the invoice id and the "
+            "line_ref of the line detail you were shown, with a token of CEF staff (invoices:validate) of "
+            "the invoice's commissioner"
+        )
+
+
+class PatientTokensPurged(AppError):
+    status, code, title = 410, "patient-tokens-purged", "Gone"
+
+
+class NoPatientToken(Conflict):
+    code = "no-patient-token"
+
+
+class ReasonContainsIdentifier(Unprocessable):
+    code = "reason-contains-identifier"
+
+
+class ReidentificationLimitReached(AppError):
+    status, code, title = 429, "reidentification-limit-reached", "Too many requests"

@@ -227,7 +227,7 @@ def validate_invoice(
     except Exception as exc:
         log.warning("validation_failed", invoice_seq=seq, error=type(exc).__name__)
         reason = getattr(exc, "detail", None) or f"validation failed unexpectedly ({type(exc).__name__})"
-        fail_invoice(engine, seq, f"{reason}; nothing of this invoice was kept: submit it again")
+        fail_invoice_or_retry(engine, seq, f"{reason}; nothing of this invoice was kept: submit it again")
         raise
 
 
@@ -321,10 +321,11 @@ def _run(
 
 
 def fail_invoice(engine: Engine, seq: int, reason: str) -> None:
-    """Failed cleanly: no line of it is kept, the reason says what to do, and it is audited."""
+    """Failed cleanly: no line of it is kept, the reason says what to do, and it is audited.
+    An invoice already failed is left as it is (its first reason stands)."""
     with Session(engine) as session:
         invoice = repository.by_seq(session, seq)
-        if invoice is None:
+        if invoice is None or invoice.status == InvoiceStatus.FAILED:
             return
         repository.delete_lines(session, seq)
         repository.update_invoice(
@@ -348,6 +349,60 @@ def fail_invoice(engine: Engine, seq: int, reason: str) -> None:
             principal=SERVICE_PRINCIPAL,
             entity_id=invoice.id,
             detail={"reason": reason[:300]},
+        )
+        session.commit()
+
+
+FAIL_RETRY_SECONDS = 900.0
+
+
+def fail_invoice_or_retry(
+    engine: Engine, seq: int, reason: str, *, within: float = FAIL_RETRY_SECONDS
+) -> None:
+    """Fails the invoice now or, when the database cannot be reached (e.g. it is restarting), from
+    a thread that keeps trying for up to `within` seconds: an invoice left open would hold up every
+    later invoice of its chain until the service restarted."""
+    try:
+        fail_invoice(engine, seq, reason)
+        return
+    except Exception as exc:
+        log.warning("invoice_fail_deferred", invoice_seq=seq, error=type(exc).__name__)
+
+    def retry() -> None:
+        deadline = time.monotonic() + within
+        delay = 0.5
+        while time.monotonic() < deadline:
+            time.sleep(delay)
+            try:
+                fail_invoice(engine, seq, reason)
+                log.info("invoice_failed_after_retry", invoice_seq=seq)
+                return
+            except Exception as exc:  # the database is still away: try again later
+                log.warning("invoice_fail_retry", invoice_seq=seq, error=type(exc).__name__)
+                delay = min(delay * 2, 10.0)
+        log.error("invoice_fail_gave_up", invoice_seq=seq)
+
+    threading.Thread(target=retry, name=f"fail-invoice-{seq}", daemon=True).start()
+
+
+def discard_invoice(engine: Engine, seq: int, reason: str) -> None:
+    """Removes an invoice refused after it was stored (the tokeniser failed while the request was
+    validating it), so that nothing of the submission is kept; the removal is audited against the
+    invoice's id, beside its `invoice.submit` event."""
+    with Session(engine) as session:
+        invoice = repository.by_seq(session, seq)
+        if invoice is None:
+            return
+        repository.delete_lines(session, seq)
+        repository.delete_invoice(session, seq)
+        record_invoice_event(
+            session,
+            action="delete",
+            type="invoice.submit",
+            outcome="failure",
+            principal=SERVICE_PRINCIPAL,
+            entity_id=invoice.id,
+            detail={"reason": reason[:300], "stored": False},
         )
         session.commit()
 

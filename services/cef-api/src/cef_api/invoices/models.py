@@ -71,6 +71,10 @@ class InvoiceLine(SQLModel, table=True):
     expected_pennies: int | None = Field(default=None, sa_type=BigInteger)
     claimed_pennies: int | None = Field(default=None, sa_type=BigInteger)
     nhs_token: str | None = Field(default=None, max_length=128)
+    # The tokens of the line's date of birth and postcode as the provider sent them (migration
+    # 0004): what re-identifying the line's patient gives back; removed with nhs_token on purge.
+    dob_token: str | None = Field(default=None, max_length=128)
+    postcode_token: str | None = Field(default=None, max_length=128)
     activity_date: date | None = None
     hrg_code: str | None = Field(default=None, max_length=12)
     point_of_delivery: str | None = Field(default=None, max_length=8)
@@ -83,3 +87,19 @@ class InvoiceLine(SQLModel, table=True):
     decision_reason: str | None = Field(default=None, max_length=1000)
     decided_by: str | None = Field(default=None, max_length=200)
     decided_at: datetime | None = None
+
+
+class Reidentification(SQLModel, table=True):
+    """One re-identification of a line's patient by a person: the durable count behind the
+    per-person daily limit, written in the same transaction as its audit event. Codes and ids only."""
+
+    __tablename__ = "reidentification"
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_seq: int = Field(foreign_key="invoice.seq")
+    line_ref: str = Field(max_length=100)
+    person_sub: str = Field(max_length=255)
+    person_issuer: str = Field(max_length=255)
+    org: str = Field(max_length=12)
+    purpose: str = Field(max_length=40)
+    at: datetime

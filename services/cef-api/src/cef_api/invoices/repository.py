@@ -33,7 +33,11 @@ def by_seq(session: Session, seq: int) -> Invoice | None:
 
 
 def by_idempotency_key(session: Session, provider_code: str, key: str) -> Invoice | None:
-    stmt = sa.select(Invoice).where(IV.provider_code == provider_code, IV.idempotency_key == key)
+    """The invoice a key stands for: a failed invoice holds its key no more than its number
+    (migration 0005), so a retry with the key submits again."""
+    stmt = sa.select(Invoice).where(
+        IV.provider_code == provider_code, IV.idempotency_key == key, IV.status != InvoiceStatus.FAILED
+    )
     return session.execute(stmt).scalar_one_or_none()
 
 
@@ -92,6 +96,10 @@ def delete_lines(session: Session, seq: int) -> None:
     session.execute(sa.delete(line_t).where(line_t.c.invoice_seq == seq))
 
 
+def delete_invoice(session: Session, seq: int) -> None:
+    session.execute(sa.delete(invoice_t).where(invoice_t.c.seq == seq))
+
+
 LINE_COLUMNS = (
     "invoice_seq",
     "line_no",
@@ -106,6 +114,8 @@ LINE_COLUMNS = (
     "hrg_code",
     "point_of_delivery",
     "service_code",
+    "dob_token",
+    "postcode_token",
     "dup_key",
 )
 _INSERT_SQL = (
@@ -129,13 +139,23 @@ def insert_lines(session: Session, rows: Iterable[tuple[Any, ...]]) -> None:
     connection.connection.driver_connection.executemany(_INSERT_SQL, rows)  # type: ignore[union-attr]
 
 
+# Lines of a failed invoice never count as earlier lines. Failing an invoice deletes its lines in
+# the same transaction; the rule is also kept by the status, whatever path left lines behind.
+_NOT_FAILED = IV.status != sa.literal(InvoiceStatus.FAILED, literal_execute=True)
+
+
 def existing_dup_keys(session: Session, keys: Sequence[str]) -> set[str]:
-    """Which of `keys` earlier lines (any invoice, this one's earlier batches included) hold."""
+    """Which of `keys` earlier lines (any invoice not failed, this one's earlier batches included)
+    hold."""
     found: set[str] = set()
     for start in range(0, len(keys), IN_CHUNK):
         chunk = keys[start : start + IN_CHUNK]
         found.update(
-            session.execute(sa.select(line_t.c.dup_key).where(line_t.c.dup_key.in_(chunk))).scalars()
+            session.execute(
+                sa.select(line_t.c.dup_key)
+                .join(invoice_t, invoice_t.c.seq == line_t.c.invoice_seq)
+                .where(line_t.c.dup_key.in_(chunk), _NOT_FAILED)
+            ).scalars()
         )
     return found
 
@@ -149,6 +169,7 @@ def _chain_keys(provider_code: str, commissioner_code: str, seq: int) -> sa.Sele
             IV.provider_code == provider_code,
             IV.commissioner_code == commissioner_code,
             IV.seq != seq,
+            _NOT_FAILED,
             line_t.c.dup_key.is_not(None),
         )
     )
@@ -272,7 +293,9 @@ def purge_line_tokens(session: Session, seqs: Sequence[int]) -> int:
         result = cast(
             "sa.CursorResult[Any]",
             session.execute(
-                sa.update(line_t).where(line_t.c.invoice_seq.in_(chunk)).values(nhs_token=None, dup_key=None)
+                sa.update(line_t)
+                .where(line_t.c.invoice_seq.in_(chunk))
+                .values(nhs_token=None, dob_token=None, postcode_token=None, dup_key=None)
             ),
         )
         count += int(result.rowcount or 0)

@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BeforeValidator
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from cef_api.invoices import service
+from cef_api.invoices import reidentify, service
 from cef_api.invoices.schemas import (
     ApprovedPage,
     DecisionIn,
+    InvoiceHeaderIn,
     InvoiceOut,
     InvoicePage,
+    InvoiceStatusName,
     LineDetailOut,
     LineDetailPage,
+    LineOutcome,
     LinePage,
+    ReidentifiedOut,
+    ReidentifyIn,
 )
 from cef_api.invoices.upload import receive_upload
-from cef_common.auth import Principal, require_scopes
+from cef_common.auth import Principal, PrincipalDep, require_scopes
 from cef_common.db import SessionDep
+from cef_common.openapi import problems, requires, schema_of
 
 router = APIRouter(prefix="/v1", tags=["invoices"])
 
@@ -32,13 +39,101 @@ Reader = Annotated[
 Staff = Annotated[Principal, Depends(require_scopes(service.VALIDATE))]
 Commissioner = Annotated[Principal, Depends(require_scopes(service.VALIDATE, service.READ, any_of=True))]
 
+_BAD_CURSOR = problems(
+    400, described={400: "bad-cursor: pass the next_cursor of the previous page unchanged"}
+)
+
+# The body is read as a stream (upload.py) rather than by FastAPI, which is told its parts here.
+_SUBMISSION_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["invoice", "backing_data"],
+                    "properties": {
+                        "invoice": schema_of(InvoiceHeaderIn),
+                        "backing_data": {
+                            "type": "string",
+                            "format": "binary",
+                            "contentMediaType": "text/csv",
+                            "description": "The backing data: one line per activity, with a header row",
+                        },
+                    },
+                },
+                "encoding": {
+                    "invoice": {"contentType": "application/json"},
+                    "backing_data": {"contentType": "text/csv"},
+                },
+                "example": {
+                    "invoice": {
+                        "invoice_number": "RTR-201904-0001",
+                        "provider_code": "RTR",
+                        "commissioner_code": "00L",
+                        "invoice_date": "2019-05-03",
+                        "period_start": "2019-04-01",
+                        "period_end": "2019-04-30",
+                    },
+                    # A number of the range reserved for tests: nobody's.
+                    "backing_data": "service_code,discharge_date,activity_date,postcode,date_of_birth,"
+                    "nhs_number,point_of_delivery,gp_practice_code,hrg_code,amount,line_ref\n"
+                    ",,2019-04-09,,,9990000034,OPFA,A83034,MH10C,503.46,00001\n",
+                },
+            }
+        },
+    }
+}
+_LOCATION = {
+    "Location": {"description": "the invoice: /v1/invoices/{id}", "schema": {"type": "string"}},
+    "Idempotent-Replayed": {
+        "description": "true when this answers an earlier request with the same Idempotency-Key",
+        "schema": {"type": "string"},
+    },
+}
+
+
+def _comma_separated(value: object) -> object:
+    """`status=a,b` (as ever) as well as `status=a&status=b` (what generated clients send)."""
+    if not isinstance(value, list):
+        return value
+    parts = [part.strip() for item in value for part in str(item).split(",")]
+    return [part for part in parts if part]
+
+
+StatusFilter = Annotated[
+    list[InvoiceStatusName] | None,
+    BeforeValidator(_comma_separated),
+    Query(description="only invoices with one of these statuses: repeat it, or separate them by commas"),
+]
+
 
 @router.post(
     "/invoices",
     response_model=InvoiceOut,
     status_code=201,
     summary="Submit an invoice: multipart parts 'invoice' (JSON header) and 'backing_data' (CSV)",
-    responses={202: {"description": "Accepted; validation continues in the background (see Location)"}},
+    openapi_extra=_SUBMISSION_BODY,
+    responses={
+        201: {"description": "Stored and validated", "headers": _LOCATION},
+        202: {
+            "model": InvoiceOut,
+            "description": "Accepted; validation continues in the background (see Location)",
+            "headers": _LOCATION,
+        },
+        **problems(
+            409,
+            503,
+            described={
+                403: "the token lacks invoices:submit, or the header's provider_code is not its org",
+                409: "duplicate-invoice: this invoice_number was submitted before; invoice-not-ready: too "
+                "large for a service that validates nothing in the background",
+                422: "the header, a part or the backing data is not valid (submission-invalid, "
+                "invoice-header-invalid, idempotency-key-reused, ...): nothing was stored",
+                503: "the tokeniser is unavailable: nothing of the invoice was stored, submit it again",
+            },
+        ),
+    },
 )
 async def submit_invoice(
     request: Request,
@@ -79,11 +174,13 @@ async def submit_invoice(
     return JSONResponse(body, status_code=202 if result.accepted else 201, headers=headers)
 
 
-@router.get("/invoices", response_model=InvoicePage, summary="Invoices the caller may see")
+@router.get(
+    "/invoices", response_model=InvoicePage, summary="Invoices the caller may see", responses=_BAD_CURSOR
+)
 def list_invoices(
     session: SessionDep,
     principal: Reader,
-    status: str | None = None,
+    status: StatusFilter = None,
     provider_code: str | None = None,
     commissioner_code: str | None = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 100,
@@ -92,7 +189,7 @@ def list_invoices(
     return service.list_invoices(
         session,
         principal=principal,
-        status=status,
+        status=",".join(status) if status else None,
         provider_code=provider_code,
         commissioner_code=commissioner_code,
         limit=limit,
@@ -104,6 +201,7 @@ def list_invoices(
     "/invoices/approved-to-pay",
     response_model=ApprovedPage,
     summary="Approved and part-approved invoices of the caller's commissioner, with the amounts to pay",
+    responses=_BAD_CURSOR,
 )
 def approved_to_pay(
     session: SessionDep,
@@ -123,14 +221,27 @@ def get_invoice(invoice_id: str, session: SessionDep, principal: Reader) -> Invo
 @router.get(
     "/invoices/{invoice_id}/lines",
     response_model=None,
-    responses={200: {"model": LinePage, "description": "Providers' view; CEF staff get LineDetailPage"}},
+    responses={
+        200: {
+            "model": LinePage | LineDetailPage,
+            "description": "Providers get LinePage (outcomes); CEF staff get LineDetailPage (with patient "
+            "tokens and decisions)",
+        },
+        **problems(
+            400,
+            described={
+                400: "bad-cursor: pass the next_cursor of the previous page unchanged",
+                403: "finance (invoices:read alone) never sees line-level data",
+            },
+        ),
+    },
     summary="Line outcomes (providers: outcomes; CEF staff: with patient tokens and decisions)",
 )
 def list_lines(
     invoice_id: str,
     request: Request,
     principal: Reader,
-    outcome: str | None = None,
+    outcome: Annotated[LineOutcome | None, Query(description="only lines with this outcome")] = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 1000,
     cursor: str | None = None,
 ) -> LinePage | LineDetailPage:
@@ -147,6 +258,15 @@ def list_lines(
     "/invoices/{invoice_id}/lines/{line_ref}/decision",
     response_model=LineDetailOut,
     summary="Resolve a query line: accept at an amount, or reject with a reason",
+    responses=problems(
+        400,
+        409,
+        described={
+            400: "the body could not be read as UTF-8 JSON",
+            409: "invoice-not-ready: the invoice is not validated; line-not-decidable: the line is not a "
+            "query, or is decided already",
+        },
+    ),
 )
 def decide_line(
     invoice_id: str, line_ref: str, decision: DecisionIn, request: Request, principal: Staff
@@ -160,10 +280,72 @@ def decide_line(
 
 
 @router.post(
-    "/invoices/{invoice_id}/approve", response_model=InvoiceOut, summary="Approve a fully decided invoice"
+    "/invoices/{invoice_id}/approve",
+    response_model=InvoiceOut,
+    summary="Approve a fully decided invoice",
+    responses=problems(
+        409,
+        described={
+            409: "invoice-not-ready: only a validated invoice can be approved; queries-pending: decide "
+            "every query line first"
+        },
+    ),
 )
 def approve(invoice_id: str, request: Request, principal: Staff) -> InvoiceOut:
     with Session(request.app.state.engine) as session:
         out = service.approve(session, principal=principal, invoice_id=invoice_id)
         session.commit()
     return out
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/problem+json": {}}}
+
+
+@router.post(
+    "/invoices/{invoice_id}/lines/{line_ref}/reidentify",
+    response_model=ReidentifiedOut,
+    # Checked by the domain, which answers a caller without it as it does a missing line.
+    openapi_extra=requires(service.VALIDATE),
+    summary="Re-identify one line's patient: CEF staff of the invoice's commissioner, a purpose and a "
+    "reason; audited, limited per person per day",
+    responses={
+        400: _problem("the body could not be read as UTF-8 JSON"),
+        404: _problem("no such line on an invoice the caller may re-identify (the same for every case)"),
+        409: _problem("no-patient-token: the line carries no valid NHS number"),
+        410: _problem("patient-tokens-purged: retention removed the line's patient tokens"),
+        422: _problem(
+            "the body: purpose not one of the list, reason too short or long, or holding an identifier"
+        ),
+        429: _problem("reidentification-limit-reached: see Retry-After"),
+        503: _problem("the tokeniser or the audit record is unavailable: nothing was re-identified"),
+    },
+)
+def reidentify_line(
+    invoice_id: str, line_ref: str, body: ReidentifyIn, request: Request, principal: PrincipalDep
+) -> JSONResponse:
+    # Any authenticated caller reaches the domain, which answers everyone but the invoice's own CEF
+    # staff with the same audited 404: a 403 would say that the invoice exists.
+    app = request.app
+    found = reidentify.reidentify(
+        engine=app.state.engine,
+        detokeniser=app.state.detokeniser,
+        principal=principal,
+        invoice_id=invoice_id,
+        line_ref=line_ref,
+        purpose=body.purpose,
+        reason=body.reason,
+        daily_limit=app.state.settings.reidentify_daily_limit,
+    )
+    out = ReidentifiedOut(
+        invoice_id=found.invoice_id,
+        line_ref=found.line_ref,
+        purpose=body.purpose,
+        patient_token=found.patient_token,
+        nhs_number=found.nhs_number,
+        date_of_birth=found.date_of_birth,
+        postcode=found.postcode,
+    )
+    return JSONResponse(
+        out.model_dump(mode="json"), headers={"Cache-Control": "no-store", "Pragma": "no-cache"}
+    )

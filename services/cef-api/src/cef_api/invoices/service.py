@@ -49,11 +49,13 @@ from cef_api.invoices.schemas import (
 )
 from cef_api.reference import repository as reference_repository
 from cef_api.spool import EncryptedSpool
-from cef_api.tokeniser_client import TokeniserClient
+from cef_api.tokeniser_client import TokeniserClient, TokeniserUnavailable
 from cef_api.validation.csvfile import BackingSurvey
 from cef_common.audit import build_event, record_event
 from cef_common.auth import Principal, ensure_org
-from cef_common.errors import AppError, BadRequest, Forbidden, NotFound
+from cef_common.errors import AppError, BadRequest, Forbidden, NotFound, NotVisible, validation_errors
+from cef_common.params import MAX_INTEGER, decimal_cursor
+from cef_common.redact import digest, known_or_digest
 
 log = structlog.get_logger(__name__)
 
@@ -93,8 +95,8 @@ def parse_header(raw: bytes) -> InvoiceHeaderIn:
         return InvoiceHeaderIn.model_validate(data)
     except ValidationError as exc:
         errors = [
-            {"field": ".".join(str(p) for p in e["loc"]) or "invoice", "message": e["msg"]}
-            for e in exc.errors()
+            {**e, "field": "invoice" if e["field"] == "body" else e["field"]}
+            for e in validation_errors(exc.errors())
         ]
         first = errors[0]
         raise InvoiceHeaderInvalid(
@@ -112,13 +114,14 @@ def _check_against_reference(session: Session, header: InvoiceHeaderIn) -> dict[
     versions = reference_repository.current_versions(session)
     if not reference_repository.provider_known(session, versions, header.provider_code):
         raise InvoiceHeaderInvalid(
-            f"invoice header: provider_code {header.provider_code} is not in the providers reference data; "
+            # Not quoted: an unknown code is free text, and may be an identifier put where a code belongs.
+            "invoice header: the provider_code is not in the providers reference data; "
             "use the provider's ODS trust code (or ask the CEF to load it)",
             extra={"errors": [{"field": "provider_code", "message": "unknown provider"}]},
         )
     if not reference_repository.commissioner_known(session, versions, header.commissioner_code):
         raise InvoiceHeaderInvalid(
-            f"invoice header: commissioner_code {header.commissioner_code} is not a commissioner the CEF "
+            "invoice header: the commissioner_code is not a commissioner the CEF "
             "knows (from GP practices, postcode districts or specialised services); address the invoice "
             "to a sub-ICB/CCG code or X24",
             extra={"errors": [{"field": "commissioner_code", "message": "unknown commissioner"}]},
@@ -127,16 +130,29 @@ def _check_against_reference(session: Session, header: InvoiceHeaderIn) -> dict[
 
 
 def _audit_refusal(engine: Engine, principal: Principal, exc: AppError, provider_code: str | None) -> None:
+    """The submission's own event of a refused or failed submission (so the shared refusal auditor
+    does not record it again). The header's provider_code is free text until it is known: it is
+    recorded only when it is the caller's organisation or a provider of the reference data."""
     with Session(engine) as session:
+        recorded_code = known_or_digest(
+            provider_code,
+            lambda code: (
+                code == (principal.org or "").upper()
+                or reference_repository.provider_known(
+                    session, reference_repository.current_versions(session), code
+                )
+            ),
+        )
         record_invoice_event(
             session,
             action="create",
             type="invoice.submit",
-            outcome="denied" if exc.status in (401, 403) else "failure",
+            outcome="denied" if exc.is_refusal else "failure",
             principal=principal,
-            detail={"code": exc.code, "status": exc.status, "provider_code": provider_code},
+            detail={"code": exc.code, "status": exc.status, "provider_code": recorded_code},
         )
         session.commit()
+    exc.audited = True
 
 
 def submit(
@@ -156,7 +172,7 @@ def submit(
     try:
         header = parse_header(header_bytes)
         provider_code = header.provider_code
-        ensure_org(principal, header.provider_code, what=f"an invoice of provider {header.provider_code}")
+        ensure_org(principal, header.provider_code, what="an invoice of the provider_code it names")
         request_hash = _request_hash(header, spool)
         with Session(engine, expire_on_commit=False) as session:
             if idempotency_key:
@@ -165,6 +181,15 @@ def submit(
                     return replay
             versions = _check_against_reference(session, header)
             if repository.number_taken(session, header.provider_code, header.invoice_number):
+                # A concurrent request with this key may have stored the invoice since the look-up
+                # above: then this is its retry, not a duplicate.
+                replay = (
+                    _replay(session, header.provider_code, idempotency_key, request_hash)
+                    if idempotency_key
+                    else None
+                )
+                if replay is not None:
+                    return replay
                 raise DuplicateInvoice(
                     f"invoice {header.invoice_number} of provider {header.provider_code} "
                     "was submitted before; "
@@ -179,10 +204,30 @@ def submit(
         raise
     if isinstance(invoice, SubmitResult):
         return invoice
-    return _validate_or_hand_over(engine, settings, tokeniser, worker, invoice, spool, survey)
+    assert invoice.seq is not None
+    try:
+        return _validate_or_hand_over(engine, settings, tokeniser, worker, invoice, spool, survey)
+    except TokeniserUnavailable as exc:
+        # The tokeniser failed while the request validated the invoice: the submission is refused
+        # whole, so nothing of it is kept and its number and key are free for the retry.
+        jobs.discard_invoice(engine, invoice.seq, exc.detail)
+        raise TokeniserUnavailable(
+            f"the tokeniser is unavailable ({exc.detail}); nothing of this invoice was stored: "
+            "submit it again shortly (with the same Idempotency-Key if you like)"
+        ) from None
+    except Exception as exc:
+        # Whatever stopped it (e.g. the database went away), the invoice must not stay open: an open
+        # invoice holds up every later invoice of its chain.
+        reason = getattr(exc, "detail", None) or f"the submission failed unexpectedly ({type(exc).__name__})"
+        jobs.fail_invoice_or_retry(
+            engine, invoice.seq, f"{reason}; nothing of this invoice was kept: submit it again"
+        )
+        raise
 
 
 def _replay(session: Session, provider_code: str, key: str, request_hash: str) -> SubmitResult | None:
+    """The submission a key was used for, answered again; None when the key is new (or its invoice
+    failed: a failed invoice frees its key, so the retry is a new submission)."""
     existing = repository.by_idempotency_key(session, provider_code, key)
     if existing is None:
         return None
@@ -190,7 +235,9 @@ def _replay(session: Session, provider_code: str, key: str, request_hash: str) -
         raise IdempotencyKeyReused(
             "this Idempotency-Key was used for a different submission; use a new key for a new submission"
         )
-    return SubmitResult(existing, accepted=existing.background, replayed=True)
+    # Still being validated (by the first request or in the background): 202, as for the original.
+    accepted = existing.background or existing.status in InvoiceStatus.OPEN
+    return SubmitResult(existing, accepted=accepted, replayed=True)
 
 
 def _store(
@@ -231,7 +278,8 @@ def _store(
                 principal=principal,
                 entity_id=invoice.id,
                 detail={
-                    "invoice_number": header.invoice_number,
+                    # Provider-chosen free text that could hold an identifier: see docs/cef-api.md.
+                    "invoice_number": digest(header.invoice_number),
                     "provider_code": header.provider_code,
                     "commissioner_code": header.commissioner_code,
                     "backing_bytes": spool.size,
@@ -295,6 +343,14 @@ def _validate_or_hand_over(
 # --- views ---------------------------------------------------------------------------------------------
 
 
+# Said alike of an invoice that does not exist and of one the caller may not see, so that the
+# answer never tells a caller that someone else's invoice exists (docs/cef-api.md, "Refusals").
+NO_SUCH_INVOICE = (
+    "there is no invoice with this id among those the caller may see (providers see their own "
+    "invoices, commissioners those addressed to them); use the id returned on submission"
+)
+
+
 def role_for(principal: Principal, invoice: Invoice) -> Role:
     org = (principal.org or "").upper()
     if principal.has(VALIDATE) and org == invoice.commissioner_code:
@@ -303,11 +359,7 @@ def role_for(principal: Principal, invoice: Invoice) -> Role:
         return Role.PROVIDER
     if principal.has(READ) and org == invoice.commissioner_code:
         return Role.FINANCE
-    raise Forbidden(
-        "this invoice belongs to another organisation: providers see their own invoices, commissioners "
-        "those addressed to them",
-        code="other-organisation",
-    )
+    raise NotVisible(NO_SUCH_INVOICE)
 
 
 def invoice_out(invoice: Invoice) -> InvoiceOut:
@@ -341,18 +393,13 @@ def invoice_out(invoice: Invoice) -> InvoiceOut:
 def get_invoice(session: Session, *, principal: Principal, invoice_id: str) -> tuple[Invoice, Role]:
     invoice = repository.by_id(session, invoice_id)
     if invoice is None:
-        raise NotFound(f"there is no invoice {invoice_id}; use the id returned on submission")
+        raise NotFound(NO_SUCH_INVOICE)
     return invoice, role_for(principal, invoice)
 
 
 def _cursor(raw: str | None) -> int | None:
-    if raw is None or raw == "":
-        return None
-    if not raw.isdigit():
-        raise BadRequest(
-            "cursor is not valid: pass the next_cursor of the previous page unchanged", code="bad-cursor"
-        )
-    return int(raw)
+    # Every cursor is an INTEGER column's value (invoice.seq, invoice_line.line_no).
+    return decimal_cursor(raw, name="cursor", maximum=MAX_INTEGER)
 
 
 def _limit(limit: int) -> int:
@@ -379,13 +426,14 @@ def list_invoices(
     if principal.has(VALIDATE) or principal.has(READ):
         if commissioner_code and commissioner_code != org and not principal.has(SUBMIT):
             raise Forbidden(
-                f"commissioner {commissioner_code} is not the caller's organisation",
+                "commissioner_code may name only the caller's own organisation (or be left out)",
                 code="other-organisation",
             )
     if principal.has(SUBMIT) and not (principal.has(VALIDATE) or principal.has(READ)):
         if provider_code and provider_code != org:
             raise Forbidden(
-                f"provider {provider_code} is not the caller's organisation", code="other-organisation"
+                "provider_code may name only the caller's own organisation (or be left out)",
+                code="other-organisation",
             )
         provider_code = org
     elif not principal.has(SUBMIT):
@@ -412,7 +460,7 @@ def _may_see(principal: Principal, invoice: Invoice) -> bool:
     try:
         role_for(principal, invoice)
         return True
-    except Forbidden:
+    except NotVisible:
         return False
 
 
@@ -503,14 +551,21 @@ def decide_line(
     if invoice.status != InvoiceStatus.VALIDATED:
         raise InvoiceNotReady(
             f"the invoice is {invoice.status}; "
-            "lines can be decided only while it is validated and not yet approved"
+            "lines can be decided only while it is validated and not yet approved",
+            refusal=True,
         )
     assert invoice.seq is not None
     line = repository.line_by_ref(session, invoice.seq, line_ref)
     if line is None:
-        raise NotFound(f"invoice {invoice.invoice_number} has no line {line_ref!r}")
+        # The line_ref is the caller's text until a line answers to it.
+        raise NotFound(
+            f"invoice {invoice.invoice_number} has no line with that line_ref; "
+            "use a line_ref of its line detail"
+        )
     if line.outcome != "query":
-        raise LineNotDecidable(f"line {line_ref} is {line.outcome}; only query lines are decided")
+        raise LineNotDecidable(
+            f"line {line_ref} is {line.outcome}; only query lines are decided", refusal=True
+        )
     if decision.decision == "accept":
         assert decision.amount is not None
         line.decision, line.decided_pennies, line.decision_reason = (
@@ -543,13 +598,16 @@ def decide_line(
 def approve(session: Session, *, principal: Principal, invoice_id: str) -> InvoiceOut:
     invoice = _staff_invoice(session, principal, invoice_id)
     if invoice.status != InvoiceStatus.VALIDATED:
-        raise InvoiceNotReady(f"the invoice is {invoice.status}; only a validated invoice can be approved")
+        raise InvoiceNotReady(
+            f"the invoice is {invoice.status}; only a validated invoice can be approved", refusal=True
+        )
     assert invoice.seq is not None
     pending = repository.pending_queries(session, invoice.seq)
     if pending:
         raise QueriesPending(
             f"{pending} query line(s) have no decision yet; accept or reject each before approving",
             extra={"pending": pending},
+            refusal=True,
         )
     total, paid, unpaid = repository.payable_totals(session, invoice.seq)
     invoice.status = (

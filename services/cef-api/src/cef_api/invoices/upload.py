@@ -79,7 +79,9 @@ async def receive_upload(
         name = options.get(b"name")
         current.name = name.decode("utf-8", "replace") if name else None
         if current.name in seen and error is None:
-            error = UploadError(f"the part {current.name!r} is sent twice; send it once")
+            # Named only when it is one of ours: a part's name is the caller's text.
+            what = f"the part {current.name!r}" if current.name in (INVOICE_PART, BACKING_PART) else "a part"
+            error = UploadError(f"{what} is sent twice under one name; send it once")
         if current.name:
             seen.add(current.name)
 

@@ -20,6 +20,8 @@ from cef_api.validation.nhs_number import normalise_nhs_number
 from cef_api.validation.postcode import outward_code
 from cef_api.validation.values import POINTS_OF_DELIVERY, parse_date_uncached
 from cef_common.errors import NotFound, Unprocessable
+from cef_common.params import MAX_INTEGER
+from cef_common.redact import carries_identifier
 
 DATASETS: Final[tuple[str, ...]] = (
     "gp-practices",
@@ -46,6 +48,17 @@ _CODE: Final = re.compile(r"[A-Z0-9]+")
 _DISTRICT: Final = re.compile(r"[A-Z][A-Z0-9]{1,3}")
 _DECIMAL: Final = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _INTEGER: Final = re.compile(r"[0-9]+")
+# The widths of the reference tables' columns (migrations 0002): codes String(12), numbers kept as
+# text String(20), names String(200) or more; integers are INTEGER (cef_common.params.MAX_INTEGER).
+MAX_CODE: Final = 12
+MAX_NUMBER: Final = 20
+MAX_TEXT: Final = 200
+
+
+def _named(value: str) -> str:
+    """` value` for a message, or nothing when the value is shaped like an identifier (a file's
+    key may be an NHS number, e.g. the patients file's): messages point at lines, not at data."""
+    return "" if carries_identifier(value) else f" {value}"
 
 
 class ReferenceFileError(Unprocessable):
@@ -167,14 +180,25 @@ class _Fields:
         self.ok = False
         self.problems.add(self.line, column, message)
 
-    def text(self, column: str, *, required: bool = True) -> str | None:
+    def text(
+        self, column: str, *, required: bool = True, identifier: bool = False, max_length: int = MAX_TEXT
+    ) -> str | None:
+        """The value; unless the column holds an identifier (or a date), a value shaped like an NHS
+        number, a date or a postcode is refused: it would be stored and shown in the clear. A value
+        longer than the table's column holds is refused too (PostgreSQL would refuse the load)."""
         value = self.values.get(column) or None
         if value is None and required:
             self.bad(column, "is missing")
+        if value is not None and len(value) > max_length:
+            self.bad(column, f"must be at most {max_length} characters")
+            return None
+        if value is not None and not identifier and carries_identifier(value):
+            self.bad(column, "must not hold an NHS number, a date or a postcode")
+            return None
         return value
 
     def code(self, column: str, *, required: bool = True) -> str | None:
-        value = self.text(column, required=required)
+        value = self.text(column, required=required, max_length=MAX_CODE)
         if value is None:
             return None
         value = value.upper()
@@ -184,7 +208,7 @@ class _Fields:
         return value
 
     def date(self, column: str, *, required: bool = True) -> date | None:
-        value = self.text(column, required=required)
+        value = self.text(column, required=required, identifier=True)
         if value is None:
             return None
         parsed = parse_date_uncached(value)
@@ -193,7 +217,7 @@ class _Fields:
         return parsed
 
     def decimal(self, column: str, *, required: bool = True, positive: bool = False) -> Decimal | None:
-        value = self.text(column, required=required)
+        value = self.text(column, required=required, max_length=MAX_NUMBER)
         if value is None:
             return None
         if not _DECIMAL.fullmatch(value):
@@ -209,13 +233,13 @@ class _Fields:
         value = self.text(column, required=required)
         if value is None:
             return None
-        if not _INTEGER.fullmatch(value):
-            self.bad(column, "must be a whole number of days, 0 or more")
+        if not _INTEGER.fullmatch(value) or int(value) > MAX_INTEGER:
+            self.bad(column, f"must be a whole number of days, 0 to {MAX_INTEGER}")
             return None
         return int(value)
 
     def nhs_number(self, column: str) -> str | None:
-        value = self.text(column)
+        value = self.text(column, identifier=True)
         if value is None:
             return None
         number = normalise_nhs_number(value)
@@ -269,16 +293,19 @@ def _parse_epraccur(dataset: str, text: str) -> list[GpPracticeRow]:
                 "(no header row; organisation code first)",
             )
             continue
-        fields = _Fields({"field 1": record[0].strip(), "field 15": record[14].strip()}, line, problems)
+        kept = {"field 1": record[0], "field 2": record[1], "field 13": record[12], "field 15": record[14]}
+        fields = _Fields({name: value.strip() for name, value in kept.items()}, line, problems)
         code = fields.code("field 1")
         commissioner = fields.code("field 15", required=False)
+        name = fields.text("field 2", required=False) or ""
+        status = (fields.text("field 13", required=False, max_length=4) or "").upper()
         if code is None or not fields.ok:
             continue
         first = first_line_of.setdefault(code, line)
         if first != line:
-            problems.add(line, "field 1", f"repeats practice {code} of line {first}")
+            problems.add(line, "field 1", f"repeats practice{_named(code)} of line {first}")
             continue
-        rows.append(GpPracticeRow(code, record[1].strip(), commissioner, record[12].strip().upper()))
+        rows.append(GpPracticeRow(code, name, commissioner, status))
     if not rows and not problems.items:
         problems.add(1, None, "holds no practices")
     problems.raise_if_any()
@@ -330,7 +357,9 @@ def _table(dataset: str, text: str, fmt: _TableFormat) -> list[Any]:
         first = first_line_of.setdefault(key, line)
         if first != line:
             what = (
-                f" {'/'.join(map(str, key)) if isinstance(key, tuple) else key}" if fmt.describe_key else ""
+                _named("/".join(map(str, key)) if isinstance(key, tuple) else str(key))
+                if fmt.describe_key
+                else ""
             )
             problems.add(line, None, f"repeats the {fmt.key_columns}{what} of line {first}")
             continue
@@ -342,7 +371,7 @@ def _table(dataset: str, text: str, fmt: _TableFormat) -> list[Any]:
 def _patient(f: _Fields) -> PatientRow | None:
     nhs_number = f.nhs_number("nhs_number")
     date_of_birth = f.date("date_of_birth", required=False)
-    postcode = f.text("postcode", required=False)
+    postcode = f.text("postcode", required=False, identifier=True)
     if nhs_number is None:
         return None
     return PatientRow(nhs_number, date_of_birth, outward_code(postcode), postcode)
@@ -466,7 +495,8 @@ def parse_dataset(dataset: str, data: bytes) -> list[Any]:
     two rows with the same key (practice, NHS number, HRG × point of delivery, ...) refuse the file.
     """
     if dataset not in DATASETS:
-        raise UnknownDatasetError(f"Unknown reference dataset {dataset!r}; use one of {', '.join(DATASETS)}.")
+        # Not quoted: the name is the caller's text (a path segment).
+        raise UnknownDatasetError(f"Unknown reference dataset; use one of {', '.join(DATASETS)}.")
     if not data.strip():
         raise _Problems(dataset).refuse(1, None, "is empty")
     if dataset == "gp-practices":

@@ -14,6 +14,7 @@ from cef_api.reference.schemas import DatasetOut, DatasetsOut, LoadOut
 from cef_api.tokeniser_client import TokeniserClient
 from cef_common.auth import Principal, require_scopes
 from cef_common.errors import AppError, Unprocessable
+from cef_common.openapi import problems
 
 router = APIRouter(prefix="/v1/reference", tags=["reference"])
 
@@ -47,12 +48,45 @@ def load_and_commit(
         raise
 
 
-@router.put("/{dataset}", response_model=LoadOut, summary="Replace a reference dataset (text/csv body)")
+# The body is read whole by hand (any of CSV_TYPES), so FastAPI is told what it is.
+_CSV_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The dataset's file as published (e.g. tariff.csv for tariff); it replaces the "
+        "version in force whole, or nothing of it is kept",
+        "content": {
+            "text/csv": {
+                "schema": {"type": "string"},
+                "example": "hrg_code,hrg_name,point_of_delivery,price,trim_point_days,excess_bed_day_price\n"
+                "DD73C,Synthetic HRG DD73C,EL,2970.32,12,281.7\n",
+            }
+        },
+    }
+}
+
+
+@router.put(
+    "/{dataset}",
+    response_model=LoadOut,
+    summary="Replace a reference dataset (text/csv body)",
+    openapi_extra=_CSV_BODY,
+    responses=problems(
+        409,
+        503,
+        described={
+            404: "dataset-unknown: the path names no reference dataset",
+            409: "reference-load-conflict: another load of this dataset finished first; send it again",
+            503: "the tokeniser is unavailable (patients and registrations are tokenised): nothing was "
+            "loaded, retry later",
+        },
+    ),
+)
 async def put_dataset(dataset: str, request: Request, principal: Writer) -> LoadOut:
     ctype = request.headers.get("content-type", "text/csv").split(";")[0].strip().lower()
     if ctype not in CSV_TYPES:
         raise Unprocessable(
-            f"send the dataset as the request body with Content-Type text/csv, not {ctype}",
+            # The header's value is not quoted: it is the caller's text.
+            "send the dataset as the request body with Content-Type text/csv",
             code="unsupported-content-type",
         )
     data = await request.body()

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
+
+from cef_common.openapi import model_examples
 
 
 class LoadOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra=model_examples(
+            [{"dataset": "patients", "rows": 1200, "version": 3, "key_version": 1}]
+        )
+    )
+
     dataset: str
     rows: int
     version: int
@@ -25,4 +33,33 @@ class DatasetOut(BaseModel):
 
 
 class DatasetsOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra=model_examples(
+            [
+                {
+                    "items": [
+                        {
+                            "dataset": "gp-practices",
+                            "version": 2,
+                            "rows": 7450,
+                            "key_version": None,
+                            "dob_key_version": None,
+                            "loaded_at": "2026-11-20T08:15:00Z",
+                            "loaded_by": "cef-admin-01",
+                        },
+                        {
+                            "dataset": "patients",
+                            "version": 3,
+                            "rows": 1200,
+                            "key_version": 1,
+                            "dob_key_version": 1,
+                            "loaded_at": "2026-11-20T08:16:00Z",
+                            "loaded_by": "cef-admin-01",
+                        },
+                    ]
+                }
+            ]
+        )
+    )
+
     items: list[DatasetOut]

@@ -45,7 +45,8 @@ class LoadResult:
 def _require_dataset(dataset: str) -> None:
     if dataset not in DATASETS:
         raise NotFound(
-            f"there is no reference dataset {dataset!r}; use one of: {', '.join(DATASETS)}",
+            # Not quoted: the name is the caller's text (a path segment).
+            f"there is no reference dataset of that name; use one of: {', '.join(DATASETS)}",
             code="unknown-dataset",
         )
 

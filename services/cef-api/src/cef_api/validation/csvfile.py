@@ -12,6 +12,7 @@ from operator import itemgetter
 from typing import Any, Final
 
 from cef_common.errors import Unprocessable
+from cef_common.redact import carries_identifier
 
 REQUIRED_COLUMNS: Final[tuple[str, ...]] = (
     "line_ref",
@@ -266,7 +267,9 @@ def _not_csv(reader: Any, exc: csv.Error) -> BackingDataError:
 
 def _repeated(line_ref: str, first: int, line_no: int) -> BackingDataError:
     return BackingDataError(
-        f"Backing data repeats line_ref {line_ref!r}: data rows {first} and {line_no} "
+        # Quoted only when nothing in it is shaped like an identifier: it is the provider's text.
+        f"Backing data repeats {'a line_ref' if carries_identifier(line_ref) else f'line_ref {line_ref!r}'}: "
+        f"data rows {first} and {line_no} "
         "(header excluded) both carry it; every line_ref must be unique within the invoice.",
         line=line_no,
         column="line_ref",

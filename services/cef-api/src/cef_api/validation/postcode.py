@@ -9,6 +9,13 @@ def outward_code(postcode: str | None) -> str | None:
     `ts181hu` → `TS18`; anything shorter or longer (or missing) has none. The rule is deliberately
     this simple: the district map decides whether the outward code means anything.
     """
+    compact = compact_postcode(postcode)
+    return compact[:-3] if compact is not None else None
+
+
+def compact_postcode(postcode: str | None) -> str | None:
+    """The postcode without whitespace, upper-cased, when it has 5 to 7 characters (else None): one
+    spelling per postcode, which is what the line's postcode is tokenised as."""
     if postcode is None:
         return None
     compact = postcode.replace(" ", "")
@@ -16,5 +23,5 @@ def outward_code(postcode: str | None) -> str | None:
         compact = "".join(compact.split())
     compact = compact.upper()
     if 5 <= len(compact) <= 7:
-        return compact[:-3]
+        return compact
     return None

@@ -16,9 +16,10 @@ from cef_api.validation.csvfile import (
     read_batch_values,
 )
 from cef_api.validation.nhs_number import normalise_nhs_number
-from cef_api.validation.postcode import outward_code
+from cef_api.validation.postcode import compact_postcode
 from cef_api.validation.rules.malformed import malformed_fields
 from cef_api.validation.values import parse_amount, parse_date, parse_date_uncached, upper_code
+from cef_common.redact import carries_identifier
 
 
 @dataclass(slots=True)
@@ -30,7 +31,7 @@ class PreparedLine:
     malformed: bool  # check 1 failed
     nhs_number: str | None  # the valid 10 digits, or None (missing or invalid)
     date_of_birth: date | None
-    outward_code: str | None  # of the line's postcode; the postcode itself is not kept
+    outward_code: str | None  # of the line's postcode; the postcode itself is only tokenised
     service_code: str | None
     point_of_delivery: str | None
     hrg_code: str | None
@@ -39,6 +40,9 @@ class PreparedLine:
     claimed_amount: Decimal | None  # when the amount matches the amount pattern
     # Why check 1 failed, as column names (and "fields" for a row of the wrong width): for messages.
     malformed_fields: tuple[str, ...] = field(default=())
+    # The line's postcode, compact and upper-cased (`compact_postcode`), held in memory only to be
+    # tokenised, never stored or logged.
+    postcode: str | None = None
 
 
 # The columns a PreparedLine is made of, in the order `_prepare` takes them.
@@ -91,27 +95,65 @@ def _prepare(line_no: int, values: tuple[str | None, ...], field_count_differs: 
         discharge_raw,
         amount,
     ) = values
+    compact = compact_postcode(postcode) if postcode is not None else None
     line = PreparedLine(
         line_no,
         line_ref,
         False,
         normalise_nhs_number(nhs_number),
         parse_date_uncached(date_of_birth_raw),
-        outward_code(postcode) if postcode is not None else None,
+        compact[:-3] if compact is not None else None,
         upper_code(service_code),
         upper_code(point_of_delivery),
         upper_code(hrg_code),
         parse_date(activity_date),
         parse_date(discharge_raw),
         parse_amount(amount),
+        postcode=compact,
     )
+    withheld = _withhold_identifiers(line)
     problems = malformed_fields(
         line,
         date_of_birth_given=date_of_birth_raw is not None,
         discharge_date_given=discharge_raw is not None,
         field_count_differs=field_count_differs,
     )
+    if withheld:
+        problems = tuple(dict.fromkeys((*withheld, *problems)))
     if problems:
         line.malformed = True
         line.malformed_fields = problems
     return line
+
+
+# Whether a code holds an identifier, per distinct code (codes repeat on every line).
+_CODE_HOLDS_IDENTIFIER: dict[str, bool] = {}
+
+
+def _code_holds_identifier(code: str) -> bool:
+    held = _CODE_HOLDS_IDENTIFIER.get(code)
+    if held is None:
+        if len(_CODE_HOLDS_IDENTIFIER) >= 10_000:
+            _CODE_HOLDS_IDENTIFIER.clear()
+        held = _CODE_HOLDS_IDENTIFIER[code] = carries_identifier(code)
+    return held
+
+
+def _withhold_identifiers(line: PreparedLine) -> tuple[str, ...]:
+    """Drops a line_ref or code that holds something shaped like an NHS number, a date or a postcode
+    (an identifier typed into the wrong column): such a value is stored and shown with the line, so
+    it is not kept, and the line is malformed in that column. Returns the columns dropped."""
+    withheld: list[str] = []
+    if line.line_ref is not None and carries_identifier(line.line_ref):
+        line.line_ref = None
+        withheld.append("line_ref")
+    if line.service_code is not None and _code_holds_identifier(line.service_code):
+        line.service_code = None
+        withheld.append("service_code")
+    if line.point_of_delivery is not None and _code_holds_identifier(line.point_of_delivery):
+        line.point_of_delivery = None
+        withheld.append("point_of_delivery")
+    if line.hrg_code is not None and _code_holds_identifier(line.hrg_code):
+        line.hrg_code = None
+        withheld.append("hrg_code")
+    return tuple(withheld)

@@ -6,12 +6,14 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from cef_common.auth import Principal, PrincipalDep, require_scopes
 from cef_common.errors import AppError, Forbidden, PayloadTooLarge, Unprocessable
+from cef_common.openapi import json_body, problems, requires
+from cef_common.params import MAX_INTEGER
+from cef_common.redact import carries_identifier, digest, is_uuid, known_or_digest
 from cef_tokeniser.config import Settings
 from cef_tokeniser.tokens import schemas
 from cef_tokeniser.tokens.exceptions import AuditUnavailable, ContextNotAllowed
@@ -22,18 +24,7 @@ router = APIRouter(prefix="/v1", tags=["tokens"])
 
 TokeniseCaller = Annotated[Principal, Depends(require_scopes("tokenise"))]
 
-
-def _body_doc(model: type[BaseModel]) -> dict[str, Any]:
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": model.model_json_schema(ref_template="#/components/schemas/{model}")
-                }
-            },
-        }
-    }
+_UNAVAILABLE = problems(503, described={503: "the token store or the audit log is unavailable: retry later"})
 
 
 def _service(request: Request) -> TokenService:
@@ -100,12 +91,26 @@ def _context(body: dict[str, Any], settings: Settings) -> str:
     return context
 
 
+def _recordable_purpose(raw: object) -> str | None:
+    """A refused call's purpose as its audit event may hold it: the caller's text when nothing in it
+    is shaped like an identifier, else only its keyed digest and length."""
+    if not isinstance(raw, str) or not raw.strip():
+        return None
+    purpose = raw.strip()[:1000]
+    if not carries_identifier(purpose):
+        return purpose
+    withheld = digest(purpose)
+    return f"(withheld: digest {withheld['digest']}, {withheld['length']} characters)"
+
+
 def _authorise_context(principal: Principal, context: str, settings: Settings) -> None:
     client = principal.client or principal.sub
     if context not in settings.contexts_for(client):
         allowed = sorted(settings.contexts_for(client))
         raise ContextNotAllowed(
-            f"client {client!r} may not use context {context!r}"
+            # Quoted only when it is a context this service knows: otherwise it is the caller's text.
+            f"client {client!r} may not use "
+            + (f"context {context!r}" if context in settings.known_contexts() else "this context")
             + (f"; its contexts are {', '.join(allowed)}" if allowed else "; it has no context configured")
         )
 
@@ -114,7 +119,8 @@ def _key_version(body: dict[str, Any]) -> int | None:
     version = body.get("key_version")
     if version is None:
         return None
-    if type(version) is not int or version < 1:
+    # Beyond the INTEGER column a version is stored in, the look-up itself would fail (a 5xx).
+    if type(version) is not int or not 1 <= version <= MAX_INTEGER:
         raise _invalid("key_version", "must be a positive integer naming an existing key version")
     return version
 
@@ -130,8 +136,8 @@ def _errors(errors: list[tuple[int, str]]) -> list[dict[str, Any]]:
 @router.post(
     "/tokenise",
     summary="Identifiers to tokens (scope tokenise)",
-    responses={200: {"model": schemas.TokeniseResponse}},
-    openapi_extra=_body_doc(schemas.TokeniseRequest),
+    responses={200: {"model": schemas.TokeniseResponse}, **_UNAVAILABLE},
+    openapi_extra=json_body(schemas.TokeniseRequest),
 )
 async def tokenise(request: Request, principal: TokeniseCaller) -> Response:
     """Deterministic keyed tokens, in input order; an invalid value gets null and an `errors` entry."""
@@ -143,11 +149,13 @@ async def tokenise(request: Request, principal: TokeniseCaller) -> Response:
     key_version = _key_version(body)
     try:
         _authorise_context(principal, context, settings)
-    except ContextNotAllowed:
+    except ContextNotAllowed as refusal:
         await _record_refusal(
             service,
             "patient.tokenise",
             principal,
+            refusal=refusal,
+            settings=settings,
             kind=kind,
             context=context,
             purpose=None,
@@ -178,8 +186,8 @@ async def tokenise(request: Request, principal: TokeniseCaller) -> Response:
 @router.post(
     "/retokenise",
     summary="Tokens of an older key version to the current one (scope tokenise)",
-    responses={200: {"model": schemas.RetokeniseResponse}},
-    openapi_extra=_body_doc(schemas.RetokeniseRequest),
+    responses={200: {"model": schemas.RetokeniseResponse}, **_UNAVAILABLE},
+    openapi_extra=json_body(schemas.RetokeniseRequest),
 )
 async def retokenise(request: Request, principal: TokeniseCaller) -> Response:
     """Maps tokens to the current key version, never returning identifiers, for re-keying."""
@@ -190,11 +198,13 @@ async def retokenise(request: Request, principal: TokeniseCaller) -> Response:
     context = _context(body, settings)
     try:
         _authorise_context(principal, context, settings)
-    except ContextNotAllowed:
+    except ContextNotAllowed as refusal:
         await _record_refusal(
             service,
             "patient.retokenise",
             principal,
+            refusal=refusal,
+            settings=settings,
             kind=kind,
             context=context,
             purpose=None,
@@ -215,29 +225,96 @@ async def retokenise(request: Request, principal: TokeniseCaller) -> Response:
     )
 
 
+def _bounded_text(value: Any, longest: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= longest and value.strip() == value
+
+
+def _on_behalf_of(body: dict[str, Any]) -> dict[str, str | None]:
+    """The person a peer re-identifies for, as the peer verified them from their own token."""
+    raw = body.get("on_behalf_of")
+    if not isinstance(raw, dict):
+        raise _invalid(
+            "on_behalf_of",
+            'name the person who asked: {"sub", "issuer", "org"} of their verified token',
+        )
+    sub, issuer, org = raw.get("sub"), raw.get("issuer"), raw.get("org")
+    if not _bounded_text(sub, 255):
+        raise _invalid("on_behalf_of.sub", "must be the person's subject (1 to 255 characters)")
+    if not _bounded_text(issuer, 255):
+        raise _invalid(
+            "on_behalf_of.issuer", "must be the issuer of the person's token (1 to 255 characters)"
+        )
+    if org is not None and not _bounded_text(org, 64):
+        raise _invalid("on_behalf_of.org", "must be the person's organisation code, or null")
+    return {"sub": sub, "org": org, "issuer": issuer}
+
+
+def _work_reference(body: dict[str, Any]) -> tuple[str, str]:
+    """The invoice and line whose query the re-identification is for."""
+    invoice_id, line_ref = body.get("invoice_id"), body.get("line_ref")
+    if not isinstance(invoice_id, str) or not is_uuid(invoice_id):
+        raise _invalid("invoice_id", "must be the id (a UUID) of the invoice whose line is being resolved")
+    if not isinstance(line_ref, str) or not _bounded_text(line_ref, 100):
+        raise _invalid("line_ref", "must be the line_ref of that invoice's line (1 to 100 characters)")
+    return invoice_id, line_ref
+
+
+def _work_seen(body: dict[str, Any], *, peer: bool) -> dict[str, Any]:
+    """What a refused re-identification's audit event may say of its work context: a peer's values
+    once they are well formed, an invoice id only when it is one, anything else as a digest."""
+    seen: dict[str, Any] = {}
+    if "invoice_id" in body:
+        seen["invoice_id"] = known_or_digest(body["invoice_id"], is_uuid)
+    line_ref = body.get("line_ref")
+    if line_ref is not None:
+        seen["line_ref"] = line_ref if peer and _bounded_text(line_ref, 100) else digest(line_ref)
+    if body.get("on_behalf_of") is not None:
+        try:
+            seen["on_behalf_of"] = _on_behalf_of(body) if peer else digest(body["on_behalf_of"])
+        except AppError:
+            seen["on_behalf_of"] = digest(body["on_behalf_of"])
+    return seen
+
+
 @router.post(
     "/detokenise",
     summary="Tokens back to identifiers (scope detokenise, a purpose; always audited)",
-    responses={200: {"model": schemas.DetokeniseResponse}},
-    openapi_extra=_body_doc(schemas.DetokeniseRequest),
+    responses={200: {"model": schemas.DetokeniseResponse}, **_UNAVAILABLE},
+    # The scope is checked in the handler (so that its refusals are audited): declared here.
+    openapi_extra={**json_body(schemas.DetokeniseRequest), **requires("detokenise")},
 )
 async def detokenise(request: Request, principal: PrincipalDep) -> Response:
-    """Re-identifies tokens for a caller with the scope, a stated purpose and the context.
+    """Re-identifies tokens for a peer service (DETOKENISE_CLIENTS) with the scope, acting for a
+    named person on one invoice line, with a stated purpose and the context.
 
     The scope is checked here rather than by a dependency so that refusals are audited too; the
     audit event is committed before any value is returned, and no value is returned without it."""
     settings, service = _settings(request), _service(request)
     # What the audit event of a refusal can say about the request, however malformed it is.
-    seen: dict[str, Any] = {"kind": None, "context": None, "purpose": None, "count": 0}
+    seen: dict[str, Any] = {"kind": None, "context": None, "purpose": None, "count": 0, "work": {}}
+    peer = settings.may_detokenise(issuer=principal.issuer, client=principal.client)
     try:
         body = await _json_object(request)
         raw_kind, raw_purpose, raw_tokens = body.get("kind"), body.get("purpose"), body.get("tokens")
         seen["kind"] = raw_kind if raw_kind in KINDS else None
-        seen["purpose"] = raw_purpose.strip()[:1000] if isinstance(raw_purpose, str) else None
+        # A purpose is free text: kept as stated only from a configured peer, else as a digest.
+        seen["purpose"] = _recordable_purpose(raw_purpose) if peer else None
         seen["count"] = len(raw_tokens) if isinstance(raw_tokens, list) else 0
         seen["context"] = body.get("context", settings.default_context)
+        seen["work"] = _work_seen(body, peer=peer)
+        if not peer and raw_purpose is not None:
+            seen["work"]["purpose"] = digest(raw_purpose)
         if not principal.has("detokenise"):
             raise Forbidden("this request needs the scope detokenise", code="insufficient-scope")
+        if not peer:
+            raise Forbidden(
+                "re-identification is granted only to the peer services configured in DETOKENISE_CLIENTS, "
+                "whatever scope a token carries; people re-identify a line's patient through the CEF API "
+                "(POST /v1/invoices/{id}/lines/{line_ref}/reidentify)",
+                code="detokenise-not-allowed",
+            )
+        on_behalf_of = _on_behalf_of(body)
+        invoice_id, line_ref = _work_reference(body)
         kind = _kind(body)
         tokens = _batch(body, "tokens", settings)
         if not isinstance(raw_purpose, str) or not raw_purpose.strip():
@@ -245,6 +322,10 @@ async def detokenise(request: Request, principal: PrincipalDep) -> Response:
         purpose = raw_purpose.strip()
         if len(purpose) > 1000:
             raise _invalid("purpose", "must be at most 1000 characters")
+        if carries_identifier(purpose):
+            raise _invalid(
+                "purpose", "must not hold an NHS number, a date or a postcode: it is audited as text"
+            )
         context = _context(body, settings)
         _authorise_context(principal, context, settings)
     except AppError as refusal:
@@ -252,15 +333,24 @@ async def detokenise(request: Request, principal: PrincipalDep) -> Response:
             service,
             "patient.detokenise",
             principal,
+            refusal=refusal,
+            settings=settings,
             kind=seen["kind"],
             context=seen["context"],
             purpose=seen["purpose"],
             count=seen["count"],
             reason=refusal.code,
+            work=seen["work"],
         )
         raise
     result = await run_in_threadpool(
-        service.detokenise, kind=kind, context=context, tokens=tokens, purpose=purpose, principal=principal
+        service.detokenise,
+        kind=kind,
+        context=context,
+        tokens=tokens,
+        purpose=purpose,
+        principal=principal,
+        work={"on_behalf_of": on_behalf_of, "invoice_id": invoice_id, "line_ref": line_ref},
     )
     return _json({"values": result.values, "errors": _errors(result.errors)})
 
@@ -270,17 +360,30 @@ async def _record_refusal(
     type_: str,
     principal: Principal,
     *,
+    refusal: AppError,
+    settings: Settings,
     kind: str | None,
-    context: str | None,
+    context: object,
     purpose: str | None,
     count: int,
     reason: str,
+    work: dict[str, Any] | None = None,
 ) -> None:
+    """Records the refusal's own event (so the shared refusal auditor does not record it again).
+    A context is recorded by name only when it is one this tokeniser has configured."""
     event = refusal_event(
-        type_, principal, kind=kind, context=context, purpose=purpose, count=count, reason=reason
+        type_,
+        principal,
+        kind=kind,
+        context=known_or_digest(context, settings.known_contexts()),
+        purpose=purpose,
+        count=count,
+        reason=reason,
+        work=work,
     )
     try:
         await run_in_threadpool(service.record, event)
+        refusal.audited = True
     except AuditUnavailable:
         # The caller is refused either way; the service has logged the failure to record it.
         pass

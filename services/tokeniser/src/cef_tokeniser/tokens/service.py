@@ -18,6 +18,7 @@ from sqlmodel import Session
 
 from cef_common.audit import AuditEventIn, AuditOutcome, build_event, record_event
 from cef_common.auth import Principal
+from cef_common.redact import Redacted, digest
 from cef_tokeniser import repository
 from cef_tokeniser.config import CONTEXT_PATTERN
 from cef_tokeniser.crypto import DataKey, KeyUnavailable, parse_token
@@ -156,7 +157,8 @@ class TokenService:
             if found is None:
                 current = self.keyring.current_version(kind, context)
                 raise UnknownKeyVersion(
-                    f"key_version {version} does not exist for {kind} in context {context!r}"
+                    # The version is not quoted: it is the caller's number (it may be an NHS number).
+                    f"that key_version does not exist for {kind} in context {context!r}"
                     + (f"; the current version is {current}" if current else "; omit key_version")
                 )
             return found
@@ -250,8 +252,18 @@ class TokenService:
         return values, errors, versions
 
     def detokenise(
-        self, *, kind: str, context: str, tokens: list[Any], purpose: str, principal: Principal
+        self,
+        *,
+        kind: str,
+        context: str,
+        tokens: list[Any],
+        purpose: str,
+        principal: Principal,
+        work: dict[str, Any] | None = None,
     ) -> DetokeniseResult:
+        """The originals of `tokens`; `work` (whom the peer acts for, the invoice and the line) goes
+        into the audit event, which is committed before anything is returned."""
+        work = work or {}
         try:
             values, errors, _ = self._open(kind=kind, context=context, tokens=tokens)
         except (SQLAlchemyError, KeyUnavailable) as exc:
@@ -264,7 +276,7 @@ class TokenService:
                     purpose=purpose,
                     count=len(tokens),
                     outcome="failure",
-                    detail={"reason": "store_unavailable"},
+                    detail={"reason": "store_unavailable", **work},
                 )
             )
             raise StoreUnavailable("the tokeniser could not read its store: retry later") from None
@@ -277,7 +289,7 @@ class TokenService:
                 purpose=purpose,
                 count=len(tokens),
                 outcome="success",
-                detail={"resolved": len(tokens) - len(errors), "unresolved": len(errors)},
+                detail={"resolved": len(tokens) - len(errors), "unresolved": len(errors), **work},
             )
         )
         return DetokeniseResult(values=values, errors=errors)
@@ -328,7 +340,7 @@ def detokenise_event(
     principal: Principal,
     *,
     kind: str | None,
-    context: str | None,
+    context: str | Redacted | None,
     purpose: str | None,
     count: int,
     outcome: AuditOutcome,
@@ -352,15 +364,18 @@ def refusal_event(
     principal: Principal,
     *,
     kind: str | None,
-    context: str | None,
+    context: str | Redacted | None,
     purpose: str | None,
     count: int,
     reason: str,
+    work: dict[str, Any] | None = None,
 ) -> AuditEventIn:
-    """The audit event of a refused call (`reason` is the problem code the caller received)."""
-    # A refused request may name anything as its context: only a well-formed name is recorded.
-    if not isinstance(context, str) or not CONTEXT_PATTERN.match(context):
-        context = None
+    """The audit event of a refused call (`reason` is the problem code the caller received; `work`,
+    for a re-identification, what of its on_behalf_of, invoice and line may be recorded).
+    `context` is a configured context's name, or the digest the router made of any other value."""
+    # A refused request may name anything as its context: a name only when well formed.
+    if isinstance(context, str) and not CONTEXT_PATTERN.match(context):
+        context = digest(context)
     if type_ == "patient.detokenise":
         return detokenise_event(
             principal,
@@ -369,7 +384,7 @@ def refusal_event(
             purpose=purpose,
             count=count,
             outcome="denied",
-            detail={"reason": reason},
+            detail={"reason": reason, **(work or {})},
         )
     return build_event(
         source=SOURCE,
