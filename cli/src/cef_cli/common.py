@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
@@ -215,14 +214,12 @@ def shown_path(path: Path) -> str:
 
 
 def cli_prefix() -> str:
-    """How this machine runs `cef` from the working directory: `cef` when it is on the PATH,
-    else the script beside this interpreter (`.venv/bin/cef` in a checkout after `make up`),
-    else this interpreter with `-m cef_cli.main`. Never `uv run`: uv may not be on the PATH."""
+    """How this machine runs `cef` from the working directory: the script beside this interpreter
+    (`.venv/bin/cef` in a checkout after `make up`), else this interpreter with `-m cef_cli.main`.
+    Never a bare `cef` or `uv run`: `make up` runs under `uv run`, which puts the venv on the PATH
+    of `cef up` but not of the shell the user pastes into."""
     beside = Path(sys.executable).with_name("cef")
-    on_path = shutil.which("cef")
     if beside.is_file():
-        if on_path and Path(on_path).resolve() == beside.resolve():
-            return "cef"
         where = shown_path(beside)
         return where if "/" in where else f"./{where}"
     return f"{shlex.quote(sys.executable)} -m cef_cli.main"

@@ -118,8 +118,9 @@ def test_the_cef_command_is_the_one_beside_this_python_never_uv(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PATH", "/nonexistent")
     assert common.cli_prefix() == "venv/bin/cef"
+    # Even with the venv on the PATH (as under `uv run`): the user's shell may not have it.
     monkeypatch.setenv("PATH", str(bin_dir))
-    assert common.cli_prefix() == "cef"
+    assert common.cli_prefix() == "venv/bin/cef"
     (bin_dir / "cef").unlink()
     assert common.cli_prefix() == f"{bin_dir / 'python'} -m cef_cli.main"
 

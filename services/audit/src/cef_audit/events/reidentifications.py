@@ -12,8 +12,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from cef_audit.access import audit_log, record_own, require_reader
-from cef_audit.events.repository import EventFilter, Order, decode_cursor, encode_cursor, list_events
+from cef_audit.access import audit_log, require_reader
+from cef_audit.events.repository import EventFilter, Order
+from cef_audit.events.router import audited_page
 from cef_audit.events.schemas import EventPage
 from cef_audit.log.sequencer import AuditLog
 from cef_common.audit import AuditOutcome
@@ -65,26 +66,14 @@ def list_reidentifications(
         until=until,
         patient_token=patient_token,
     )
-    after = decode_cursor(cursor, order) if cursor else None
-    items, next_after = list_events(
-        request.app.state.engine, event_filter, limit=limit, after=after, order=order
-    )
-    record_own(
+    return audited_page(
+        request,
         log,
         principal=principal,
-        action="read",
-        type="audit.query",
+        event_filter=event_filter,
         subtype="reidentifications.list",
-        count=len(items),
         purpose=purpose,
-        detail={
-            "filters": event_filter.described(),
-            "limit": limit,
-            "order": order,
-            "continued": cursor is not None,
-        },
+        limit=limit,
+        cursor=cursor,
+        order=order,
     )
-    return {
-        "items": items,
-        "next_cursor": encode_cursor(next_after, order) if next_after is not None else None,
-    }

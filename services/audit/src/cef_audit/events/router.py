@@ -255,20 +255,46 @@ def get_events(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     order: Annotated[Order, Query(description="asc: oldest first; desc: newest first")] = "asc",
 ) -> dict[str, Any]:
+    return audited_page(
+        request,
+        log,
+        principal=principal,
+        event_filter=params.filter,
+        subtype="events.list",
+        purpose=params.purpose,
+        limit=limit,
+        cursor=cursor,
+        order=order,
+    )
+
+
+def audited_page(
+    request: Request,
+    log: AuditLog,
+    *,
+    principal: Principal,
+    event_filter: EventFilter,
+    subtype: str,
+    purpose: str | None,
+    limit: int,
+    cursor: str | None,
+    order: Order,
+) -> dict[str, Any]:
+    """A page of events matching `event_filter`, the auditor's query recorded as an event of its own."""
     after = decode_cursor(cursor, order) if cursor else None
     items, next_after = list_events(
-        request.app.state.engine, params.filter, limit=limit, after=after, order=order
+        request.app.state.engine, event_filter, limit=limit, after=after, order=order
     )
     record_own(
         log,
         principal=principal,
         action="read",
         type="audit.query",
-        subtype="events.list",
+        subtype=subtype,
         count=len(items),
-        purpose=params.purpose,
+        purpose=purpose,
         detail={
-            "filters": params.filter.described(),
+            "filters": event_filter.described(),
             "limit": limit,
             "order": order,
             "continued": cursor is not None,
