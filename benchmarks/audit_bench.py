@@ -1,10 +1,10 @@
 """Audit service benchmark: batched append rate, single-event append latency, verify time and query
 latency on a log of a million events (figures for docs/audit.md).
 
-    uv run python benchmarks/audit_bench.py                      # 1,000,000 events on SQLite
-    uv run python benchmarks/audit_bench.py --events 100000      # quicker
-    uv run python benchmarks/audit_bench.py --big-batch-events 0 # only 1,000-event batches
-    uv run python benchmarks/audit_bench.py --database-url postgresql://postgres@127.0.0.1:5432/cef_audit_bench
+    .venv/bin/python benchmarks/audit_bench.py                      # 1,000,000 events on SQLite
+    .venv/bin/python benchmarks/audit_bench.py --events 100000      # quicker
+    .venv/bin/python benchmarks/audit_bench.py --big-batch-events 0 # only 1,000-event batches
+    .venv/bin/python benchmarks/audit_bench.py --database-url postgresql://postgres@127.0.0.1:5432/cef_audit_bench
 
 A PostgreSQL database named by --database-url must exist and be empty; it is migrated here.
 Wall-clock and CPU time are both printed: on a shared machine the CPU time is the steadier figure."""

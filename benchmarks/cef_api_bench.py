@@ -5,7 +5,7 @@ temporary data directory), to `validated`.
 Prints lines per second end to end, each service's peak RSS (VmHWM), the time to load the
 reference data, and beside them the time merely to parse the same CSV in one process.
 
-    uv run python benchmarks/cef_api_bench.py [--lines 1000000] [--patients 100000] [--keep]
+    .venv/bin/python benchmarks/cef_api_bench.py [--lines 1000000] [--patients 100000] [--keep]
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def main() -> int:
 
     log = (work / "up.log").open("w")
     up = subprocess.Popen(
-        ["uv", "run", "--quiet", "cef", "up", "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "cef_cli.main", "up", "--data-dir", str(data_dir)],
         cwd=REPO,
         env=env,
         stdout=log,

@@ -6,9 +6,9 @@ the tariff formula of validation-rules.md: nothing is computed with the engine u
 Used by the tests (small worlds), the demo (`--demo`: writes demo/) and the benchmark (one
 1,000,000-line invoice).
 
-    uv run python benchmarks/generate_world.py OUT_DIR [--seed N] [--patients N] [--invoices N]
+    .venv/bin/python benchmarks/generate_world.py OUT_DIR [--seed N] [--patients N] [--invoices N]
         [--lines N] [--epraccur FILE]
-    uv run python benchmarks/generate_world.py --demo
+    .venv/bin/python benchmarks/generate_world.py --demo
 """
 
 from __future__ import annotations

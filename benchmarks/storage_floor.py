@@ -13,7 +13,7 @@ The validation job is one writer: SQLite admits one at a time, and the job's bat
 in line order (the duplicate check needs them so). These figures are therefore a ceiling on
 end-to-end throughput on the machine they were taken on.
 
-    uv run python benchmarks/storage_floor.py [--lines 1000000] [--database-url postgresql://…]
+    .venv/bin/python benchmarks/storage_floor.py [--lines 1000000] [--database-url postgresql://…]
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ the first time they are seen (tokens issued, originals sealed and stored) and ag
 seen). The same values then go through a bare `hmac.new(key, value, sha256)` loop in this
 process. Prints tokens per second for each, the ratio HTTP / bare loop, and peak RSS.
 
-    uv run python benchmarks/tokeniser_bench.py [--values 100000] [--repeats 5] [--database-url URL]
+    .venv/bin/python benchmarks/tokeniser_bench.py [--values 100000] [--repeats 5] [--database-url URL]
 """
 
 from __future__ import annotations

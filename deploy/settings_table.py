@@ -1,7 +1,7 @@
 """Prints the settings of every service as Markdown tables, read from the settings classes.
 
-    uv run python deploy/settings_table.py           # print the tables
-    uv run python deploy/settings_table.py --write   # replace them in docs/configuration.md
+    .venv/bin/python deploy/settings_table.py           # print the tables
+    .venv/bin/python deploy/settings_table.py --write   # replace them in docs/configuration.md
 
 Meanings come from each field's description, else from the comment lines just above it in the
 class, so the table says what the code says."""
