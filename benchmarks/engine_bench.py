@@ -3,7 +3,8 @@
 Generates a world (practices, patients, registrations, districts, tariff) and 1,000,000 backing data
 lines shaped like the sample's (mostly valid, some queries, malformed and duplicate lines), then
 times the hot path alone: no database, no HTTP; tokens come from a precomputed dict, as the service
-gets them from one batched tokeniser call per chunk. Run: `.venv/bin/python benchmarks/engine_bench.py [lines]`.
+gets them from one batched tokeniser call per chunk.
+Run: `.venv/bin/python benchmarks/engine_bench.py [lines]`.
 """
 
 from __future__ import annotations
