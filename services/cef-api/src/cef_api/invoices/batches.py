@@ -18,7 +18,7 @@ from cef_api.invoices.schemas import pennies
 from cef_api.tokeniser_client import TokeniserClient
 from cef_api.validation.csvfile import BackingBatch, BatchLayout
 from cef_api.validation.engine import PreparedLine, SummaryAccumulator, check_line
-from cef_api.validation.prepared import prepare_batch
+from cef_api.validation.prepared import prepare_batch, stored_codes
 from cef_api.validation.rules import verdict_for
 from cef_api.validation.types import DuplicateKey, InvoiceHeader, Outcome, Reason, ReferenceData
 
@@ -214,10 +214,11 @@ def assess_batch(
             )
         outcome, reasons = verdict_texts[tuple(found)]
         claimed, activity_date = line.claimed_amount, line.activity_date
+        line_ref, hrg_code, point_of_delivery, service_code = stored_codes(line)
         extend(
             (
                 line.line_no,
-                line.line_ref,
+                line_ref,
                 outcome,
                 reasons,
                 commissioner,
@@ -225,9 +226,9 @@ def assess_batch(
                 pennies_of[claimed] if claimed is not None else None,
                 nhs_token,
                 date_texts[activity_date] if activity_date is not None else None,
-                line.hrg_code,
-                line.point_of_delivery,
-                line.service_code,
+                hrg_code,
+                point_of_delivery,
+                service_code,
                 dob_token,
                 postcode_token,
             )

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from cef_api.validation.prepared import PreparedLine, prepare_line
+from cef_api.validation.prepared import PreparedLine, prepare_line, stored_codes
 from cef_api.validation.rules import LINE_CHECKS, PATIENT_CHECKS, LineContext, verdict_for
 from cef_api.validation.rules.pricing import EXACT, PENNY
 from cef_api.validation.types import (
@@ -75,10 +75,11 @@ def validate_line(
     looked it up for many lines; otherwise looked up here, raising UnknownProviderError when the
     provider has no MFF.
     """
+    line_ref, hrg_code, point_of_delivery, service_code = stored_codes(line)
     if line.malformed:
         return LineOutcome(
             line.line_no,
-            line.line_ref,
+            line_ref,
             Outcome.REJECTED,
             _MALFORMED,
             None,
@@ -86,9 +87,9 @@ def validate_line(
             line.claimed_amount,
             nhs_token,
             line.activity_date,
-            line.hrg_code,
-            line.point_of_delivery,
-            line.service_code,
+            hrg_code,
+            point_of_delivery,
+            service_code,
             None,
         )
     ctx = check_line(
@@ -106,7 +107,7 @@ def validate_line(
         duplicates.add(duplicate_key)
     return LineOutcome(
         line.line_no,
-        line.line_ref,
+        line_ref,
         verdict.outcome,
         verdict.reasons,
         ctx.responsible_commissioner,
@@ -114,9 +115,9 @@ def validate_line(
         line.claimed_amount,
         nhs_token,
         line.activity_date,
-        line.hrg_code,
-        line.point_of_delivery,
-        line.service_code,
+        hrg_code,
+        point_of_delivery,
+        service_code,
         duplicate_key,
     )
 

@@ -19,6 +19,7 @@ from cef_api.validation.nhs_number import normalise_nhs_number
 from cef_api.validation.postcode import compact_postcode
 from cef_api.validation.rules.malformed import malformed_fields
 from cef_api.validation.values import parse_amount, parse_date, parse_date_uncached, upper_code
+from cef_common.logging import IDENTIFIER_SHAPES
 from cef_common.redact import carries_identifier
 
 
@@ -43,6 +44,9 @@ class PreparedLine:
     # The line's postcode, compact and upper-cased (`compact_postcode`), held in memory only to be
     # tokenised, never stored or logged.
     postcode: str | None = None
+    # Columns whose value is shaped like an identifier: the checks see the value as given (the
+    # outcome is the contract's), but it is not stored or shown with the line (`stored_codes`).
+    withheld: tuple[str, ...] = field(default=())
 
 
 # The columns a PreparedLine is made of, in the order `_prepare` takes them.
@@ -111,15 +115,13 @@ def _prepare(line_no: int, values: tuple[str | None, ...], field_count_differs: 
         parse_amount(amount),
         postcode=compact,
     )
-    withheld = _withhold_identifiers(line)
+    line.withheld = _identifier_columns(line)
     problems = malformed_fields(
         line,
         date_of_birth_given=date_of_birth_raw is not None,
         discharge_date_given=discharge_raw is not None,
         field_count_differs=field_count_differs,
     )
-    if withheld:
-        problems = tuple(dict.fromkeys((*withheld, *problems)))
     if problems:
         line.malformed = True
         line.malformed_fields = problems
@@ -139,21 +141,37 @@ def _code_holds_identifier(code: str) -> bool:
     return held
 
 
-def _withhold_identifiers(line: PreparedLine) -> tuple[str, ...]:
-    """Drops a line_ref or code that holds something shaped like an NHS number, a date or a postcode
-    (an identifier typed into the wrong column): such a value is stored and shown with the line, so
-    it is not kept, and the line is malformed in that column. Returns the columns dropped."""
+def _line_ref_is_identifier(line_ref: str) -> bool:
+    """A line_ref that is itself an NHS number, a date or a postcode (not one merely holding digits
+    or a date among other text, as providers' references often do)."""
+    return any(shape.fullmatch(line_ref) for shape in IDENTIFIER_SHAPES)
+
+
+def _identifier_columns(line: PreparedLine) -> tuple[str, ...]:
+    """The columns holding an identifier typed where a reference or a code belongs. Their values
+    still decide the outcome exactly as validation-rules.md says (such a code is on no list, so it
+    prices or matches nothing), but they are never stored or shown with the line."""
     withheld: list[str] = []
-    if line.line_ref is not None and carries_identifier(line.line_ref):
-        line.line_ref = None
+    if line.line_ref is not None and _line_ref_is_identifier(line.line_ref):
         withheld.append("line_ref")
     if line.service_code is not None and _code_holds_identifier(line.service_code):
-        line.service_code = None
         withheld.append("service_code")
     if line.point_of_delivery is not None and _code_holds_identifier(line.point_of_delivery):
-        line.point_of_delivery = None
         withheld.append("point_of_delivery")
     if line.hrg_code is not None and _code_holds_identifier(line.hrg_code):
-        line.hrg_code = None
         withheld.append("hrg_code")
     return tuple(withheld)
+
+
+def stored_codes(line: PreparedLine) -> tuple[str | None, str | None, str | None, str | None]:
+    """`line_ref`, `hrg_code`, `point_of_delivery` and `service_code` as they may be stored and
+    shown: None for a column that holds an identifier."""
+    if not line.withheld:
+        return line.line_ref, line.hrg_code, line.point_of_delivery, line.service_code
+    kept = line.withheld
+    return (
+        None if "line_ref" in kept else line.line_ref,
+        None if "hrg_code" in kept else line.hrg_code,
+        None if "point_of_delivery" in kept else line.point_of_delivery,
+        None if "service_code" in kept else line.service_code,
+    )
