@@ -115,7 +115,29 @@ def test_concurrent_refusals_of_one_caller_never_exceed_the_limit() -> None:
     assert [e.detail["dropped"] for e in sink.of(SUPPRESSED)] == [2000 - 20]
 
 
-def test_a_failing_sink_loses_the_event_but_not_the_refusal() -> None:
+def test_events_a_failing_sink_could_not_take_are_written_once_it_works_again() -> None:
+    written: list[AuditEventIn] = []
+    working = False
+
+    def sink(events: Sequence[AuditEventIn]) -> None:
+        if not working:
+            raise OSError("the database is restarting")
+        written.extend(events)
+
+    auditor = RefusalAuditor(source="t")
+    auditor.start(sink, tick=False)
+    first, second = _event(1), _event(2)
+    # The refusal stands whether or not its event could be written at once.
+    assert auditor.record(first, caller_key="k", actor=AuditActor(sub="anonymous"))
+    assert written == []
+    working = True
+    auditor.record(second, caller_key="k", actor=AuditActor(sub="anonymous"))
+    assert [e.event_id for e in written] == [first.event_id, second.event_id]
+    auditor.close()
+    assert len(written) == 2
+
+
+def test_a_sink_still_failing_at_shutdown_keeps_the_refusal_standing() -> None:
     def broken(events: Sequence[AuditEventIn]) -> None:
         raise OSError("disk full")
 

@@ -107,3 +107,26 @@ def test_a_failure_the_database_cannot_take_at_once_is_retried(monkeypatch: pyte
     assert calls == [42]  # the first attempt failed; the rest happen in the background
     assert done.wait(30), calls
     assert calls == [42, 42, 42]
+
+
+async def test_a_failure_noticed_after_validation_committed_never_undoes_it(
+    sqlite_api: Api, world: generate_world.World
+) -> None:
+    # E.g. reading the invoice back failed while the database restarted: the validated invoice,
+    # its lines and any decisions on them stand.
+    api = sqlite_api
+    await api.load_world(world)
+    inv = world.invoices[0]
+    r = await api.submit(inv.header, inv.backing)
+    assert r.status_code == 201, r.text
+    lines = _count(api, "invoice_line")
+    with api.app.state.engine.connect() as conn:
+        seq = conn.execute(
+            sa.text("SELECT seq FROM invoice WHERE id = :id"), {"id": r.json()["id"]}
+        ).scalar_one()
+    jobs.fail_invoice(api.app.state.engine, seq, "the database went away")
+    after = await api.client.get(
+        f"/v1/invoices/{r.json()['id']}", headers=api.h("invoices:submit", org=inv.header["provider_code"])
+    )
+    assert after.json()["status"] == "validated"
+    assert _count(api, "invoice_line") == lines

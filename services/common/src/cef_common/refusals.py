@@ -37,6 +37,9 @@ REFUSED = "access.refused"
 SUPPRESSED = "access.refusals_suppressed"
 # The key that callers beyond `max_callers` share, so memory stays bounded whoever calls.
 OVERFLOW = "overflow"
+# Refusal events kept in memory while the sink fails; beyond this the oldest are dropped (and counted
+# in the log), so a long database outage cannot exhaust memory.
+MAX_PENDING = 10_000
 
 RefusalSink = Callable[[Sequence[AuditEventIn]], None]
 
@@ -113,6 +116,8 @@ class RefusalAuditor:
         self._windows: dict[str, _Window] = {}
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
+        # Events a failed write left, written first by the next write (guarded by _write_lock).
+        self._pending: list[AuditEventIn] = []
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
 
@@ -209,16 +214,28 @@ class RefusalAuditor:
         )
 
     def _write(self, events: list[AuditEventIn]) -> None:
-        if not events:
-            return
-        if self.sink is None:
-            log.error("refusal_not_recorded", events=len(events), reason="no sink")
-            return
-        try:
-            with self._write_lock:
-                self.sink(events)
-        except Exception as exc:  # the refusal stands; the failure to record it is logged
-            log.error("refusal_not_recorded", events=len(events), error=type(exc).__name__)
+        """Writes `events` after any that an earlier failed write left; what fails now is kept (up
+        to MAX_PENDING) and tried again with the next write or tick, e.g. once the service's own
+        database is back."""
+        sink = self.sink
+        with self._write_lock:
+            batch = [*self._pending, *events]
+            if not batch:
+                return
+            if sink is None:
+                self._keep(batch, "no sink")
+                return
+            try:
+                sink(batch)
+            except Exception as exc:  # the refusal stands; its event waits for the next write
+                self._keep(batch, type(exc).__name__)
+                return
+            self._pending = []
+
+    def _keep(self, batch: list[AuditEventIn], reason: str) -> None:
+        lost = max(0, len(batch) - MAX_PENDING)
+        self._pending = batch[lost:]
+        log.error("refusal_not_recorded_yet", events=len(self._pending), lost=lost, reason=reason)
 
     # --- requests --------------------------------------------------------------------------------
 

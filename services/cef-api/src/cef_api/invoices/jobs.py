@@ -322,10 +322,12 @@ def _run(
 
 def fail_invoice(engine: Engine, seq: int, reason: str) -> None:
     """Failed cleanly: no line of it is kept, the reason says what to do, and it is audited.
-    An invoice already failed is left as it is (its first reason stands)."""
+    Only an invoice still being received or validated is failed: one already failed keeps its
+    first reason, and one whose validation committed (and may since have been decided) is never
+    undone by a failure noticed after that commit (e.g. reading it back while the database restarts)."""
     with Session(engine) as session:
         invoice = repository.by_seq(session, seq)
-        if invoice is None or invoice.status == InvoiceStatus.FAILED:
+        if invoice is None or invoice.status not in InvoiceStatus.OPEN:
             return
         repository.delete_lines(session, seq)
         repository.update_invoice(
