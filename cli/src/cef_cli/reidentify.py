@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 
@@ -52,7 +53,8 @@ def reidentify_line(
         r = call(
             client,
             "POST",
-            f"/v1/invoices/{invoice_id}/lines/{line_ref}/reidentify",
+            # A provider's line_ref may hold '?', '#' or spaces: it is one path segment.
+            f"/v1/invoices/{quote(invoice_id, safe='')}/lines/{quote(line_ref, safe='')}/reidentify",
             json={"purpose": purpose, "reason": reason},
         )
     if r.status_code != 200:

@@ -197,7 +197,8 @@ class Detokeniser:
             code, detail = "", ""
             try:
                 problem = response.json()
-                code, detail = str(problem.get("code", ""))[:60], str(problem.get("detail", ""))[:300]
+                if isinstance(problem, dict):
+                    code, detail = str(problem.get("code", ""))[:60], str(problem.get("detail", ""))[:300]
             except ValueError:
                 pass
             raise ReidentificationUnavailable(

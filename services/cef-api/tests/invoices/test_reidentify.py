@@ -226,7 +226,9 @@ def test_the_reason_check_lets_words_through() -> None:
     assert identifiers_in_reason("nhs 9434765919") == ["an NHS number"]
     assert identifiers_in_reason("dob 01/09/1969") == ["a date"]
     for spelled in ("943.476.5919", "94 34 76 59 19", "born 19690901", "01091969", "1st Sept 1969",
-                    "Sep 1, 1969", "1969/09/01", "TS181HU"):  # fmt: skip
+                    "Sep 1, 1969", "1969/09/01", "TS181HU", "943  476  5919", "943/476/5919",
+                    "943_476_5919", "\uff19\uff14\uff13\uff14\uff17\uff16\uff15\uff19\uff11\uff19",
+                    "born 1 1 1980", "TS18-1HU"):  # fmt: skip
         assert identifiers_in_reason(f"the patient, {spelled}, disputes it") != [], spelled
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -135,10 +136,30 @@ class _Line:
     tokens: dict[Kind, str | None]
 
 
+# Anything but a letter or a digit between two digits: how digits are grouped by hand ("943  476
+# 5919", "943/476/5919", "943_476_5919").
+_BETWEEN_DIGITS = re.compile(r"(?<=[0-9])[^0-9A-Za-z]+(?=[0-9])")
+_TEN_DIGITS_JOINED = re.compile(r"(?<![0-9])[0-9]{10}(?![0-9])")
+_LOOSE_DATE = re.compile(
+    r"(?<![0-9])[0-9]{1,2}[^0-9A-Za-z]+[0-9]{1,2}[^0-9A-Za-z]+(?:19|20)[0-9]{2}(?![0-9])"
+)
+_LOOSE_POSTCODE = re.compile(
+    r"(?<![A-Za-z0-9])[A-Za-z]{1,2}[0-9][A-Za-z0-9]?[^A-Za-z0-9]{0,3}[0-9][A-Za-z]{2}(?![A-Za-z0-9])"
+)
+
+
 def identifiers_in_reason(reason: str) -> list[str]:
-    """What in a free-text reason looks like an identifier (empty when nothing does)."""
-    found = set(identifiers_in(reason))
-    found.update(what for what, shape in _MORE_IDENTIFIER_SHAPES if shape.search(reason))
+    """What in a free-text reason looks like an identifier (empty when nothing does). The text is
+    read as NFKC first, so full-width or other compatibility digits are digits."""
+    text = unicodedata.normalize("NFKC", reason)
+    found = set(identifiers_in(text))
+    found.update(what for what, shape in _MORE_IDENTIFIER_SHAPES if shape.search(text))
+    if _TEN_DIGITS_JOINED.search(_BETWEEN_DIGITS.sub("", text)):
+        found.add("an NHS number")
+    if _LOOSE_DATE.search(text):
+        found.add("a date")
+    if _LOOSE_POSTCODE.search(text):
+        found.add("a postcode")
     return sorted(found)
 
 
