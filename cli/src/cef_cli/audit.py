@@ -12,6 +12,7 @@ import typer
 from cef_cli.common import (
     UNREACHABLE,
     DataDirOption,
+    call,
     console,
     fail,
     group,
@@ -51,22 +52,8 @@ def _client(data_dir: Path, url: str | None, sub: str) -> httpx.Client:
 _problem = problem_text
 
 
-def _request(client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    import httpx
-
-    try:
-        return client.request(method, path, **kwargs)
-    except httpx.HTTPError as exc:
-        fail(
-            f"cannot reach the audit service at {client.base_url}: {type(exc).__name__}; "
-            "is `cef up` running?",
-            code=UNREACHABLE,
-        )
-        raise  # unreachable
-
-
 def _get(client: httpx.Client, path: str, **kwargs: Any) -> httpx.Response:
-    return _request(client, "GET", path, **kwargs)
+    return call(client, "GET", path, **kwargs)
 
 
 def _load_kept(path: Path) -> list[dict[str, Any]]:
@@ -141,7 +128,7 @@ def verify(
                 "[yellow]warning:[/] the audit service signs with a key none of your kept checkpoints "
                 "was signed with; confirm the key change with its operators before trusting new checkpoints"
             )
-        response = _request(client, "POST", "/v1/verify", json={"checkpoints": [e["jws"] for e in kept]})
+        response = call(client, "POST", "/v1/verify", json={"checkpoints": [e["jws"] for e in kept]})
         if response.status_code != 200:
             fail(f"verification could not run: {_problem(response)}", code=UNREACHABLE)
         report = response.json()

@@ -102,7 +102,7 @@ def test_verify_reports_an_unreachable_service(data_dir: Path, dev_issuer: Any, 
         ],
     )
     assert result.exit_code == 3  # not 1: an unreachable service is not a broken chain
-    assert "cannot reach the audit service" in result.output
+    assert "nothing answered at http://127.0.0.1:9" in result.output
 
 
 def test_verify_keeps_checkpoints_in_the_data_directory_by_default(
