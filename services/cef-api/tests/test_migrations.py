@@ -69,9 +69,27 @@ def test_a_key_used_again_after_a_failure_refuses_the_0005_downgrade_untouched(
             session.add(_invoice("INV-1", InvoiceStatus.FAILED))
             session.add(_invoice("INV-2", InvoiceStatus.VALIDATED))
             session.commit()
+        command.downgrade(db.alembic_config(MIGRATIONS, url), "0005")
         with pytest.raises(RuntimeError, match="used again after a failed submission"):
             command.downgrade(db.alembic_config(MIGRATIONS, url), "0004")
         assert db.current_revision(engine) == "0005"
     finally:
         engine.dispose()
     assert "uq_invoice_provider_idempotency" in _indexes(url)
+
+
+@pytest.mark.parametrize("status", [InvoiceStatus.PART_PAID, InvoiceStatus.PAID, InvoiceStatus.WITHDRAWN])
+def test_an_invoice_in_a_lifecycle_state_refuses_the_0006_downgrade_untouched(
+    database_factory: DatabaseFactory, db_kind: str, status: str
+) -> None:
+    url = database_factory(db_kind, MIGRATIONS)
+    engine = db.make_engine(url)
+    try:
+        with Session(engine) as session:
+            session.add(_invoice("INV-1", status))
+            session.commit()
+        with pytest.raises(RuntimeError, match="cannot represent"):
+            command.downgrade(db.alembic_config(MIGRATIONS, url), "0005")
+        assert db.current_revision(engine) == "0006"
+    finally:
+        engine.dispose()

@@ -61,6 +61,9 @@ class Settings(BaseServiceSettings):
     # every process of the service: counted in the database. 0 refuses them all.
     reidentify_daily_limit: int = Field(default=50, ge=0)
 
+    # Days a provider has to answer a challenge on a query line, when staff give no due date.
+    challenge_due_days: int = Field(default=20, ge=1, le=365)
+
     # Background validation worker (for the 202 path); false only in tests that drive it by hand.
     worker_enabled: bool = True
 

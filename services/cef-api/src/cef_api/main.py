@@ -17,10 +17,13 @@ from cef_api.invoices import jobs
 from cef_api.invoices import service as invoice_service
 from cef_api.invoices.router import router as invoices_router
 from cef_api.invoices.workers import ValidationPool
+from cef_api.reasons.router import router as reasons_router
 from cef_api.reference.router import router as reference_router
+from cef_api.reports.router import router as reports_router
 from cef_api.seed import seed_reference
 from cef_api.spool import SpoolCipher, clear_spool_directory
 from cef_api.tokeniser_client import Detokeniser, TokeniserClient
+from cef_api.workflow.router import router as workflow_router
 from cef_common.app import ServiceSpec, create_service_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -101,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             title="CEF API",
             description="Reference data, invoice submission, line validation and the decision workflow.",
             migrations=MIGRATIONS,
-            routers=[reference_router, invoices_router],
+            routers=[reference_router, invoices_router, workflow_router, reasons_router, reports_router],
             audit_url=settings.audit_url,
             lifespan=_lifespan(settings),
             body_limits=[

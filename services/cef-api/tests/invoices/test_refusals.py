@@ -157,7 +157,7 @@ async def test_each_refusal_is_exactly_one_denied_event_with_the_route_template(
             one + "/lines/{line_ref}/decision",
             h("invoices:validate", org=commissioner, sub="p11"),
             409,
-            "line-not-decidable",
+            "invalid-transition",
             "p11",
         ),
         (

@@ -20,9 +20,9 @@ import sqlalchemy as sa
 from api_support import Api, Tokeniser, api_settings, identifiers_in, running_api
 
 from cef_api.invoices.models import Reidentification
-from cef_api.invoices.reidentify import identifiers_in_reason
 from cef_api.invoices.service import purge
 from cef_api.tokeniser_client import ReidentificationUnavailable
+from cef_common.redact import identifiers_in_free_text as identifiers_in_reason
 from cef_common.testing import DevIssuer, database_values
 
 REASON = "The provider disputes the query on this line; checking the patient's registration."

@@ -16,9 +16,10 @@ import hashlib
 import hmac
 import os
 import re
+import unicodedata
 import uuid
 from collections.abc import Callable, Container
-from typing import Any
+from typing import Any, Final
 
 from cef_common.logging import DATE_SHAPE, NHS_NUMBER_SHAPE, POSTCODE_SHAPE
 
@@ -106,3 +107,63 @@ def carries_identifier(text: str) -> bool:
     if len(text) < 5 or (text.isdigit() and len(text) != 10):
         return False
     return _ANY_IDENTIFIER.search(text) is not None
+
+
+# What free text a person writes must not hold: anything that could be the patient's NHS number,
+# a date (of birth, or any other: a date is half an identity), or a postcode. Such text is audited
+# and stored as it is, so an identifier in it would be an identifier in the clear. The shared check
+# (`cef_common.redact.identifiers_in`) finds the common spellings; these are the others a person
+# writes in a sentence: digits grouped otherwise, dates run together or with a month's name.
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
+_MORE_IDENTIFIER_SHAPES: Final = (
+    # Ten digits, in any grouping by single spaces, dots or hyphens.
+    ("an NHS number", re.compile(r"(?<![0-9])(?:[0-9][\s.-]?){9}[0-9](?![0-9])")),
+    ("a date", re.compile(r"(?<![0-9])[0-9]{4}[/.-][0-9]{1,2}[/.-][0-9]{1,2}(?![0-9])")),
+    ("a date", re.compile(r"(?<![0-9])[0-9]{1,2}[/.-][0-9]{1,2}[/.-][0-9]{2,4}(?![0-9])")),
+    (
+        "a date",
+        re.compile(
+            r"(?<![0-9])(?:(?:19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])"
+            r"|(?:0[1-9]|[12][0-9]|3[01])(?:0[1-9]|1[0-2])(?:19|20)[0-9]{2})(?![0-9])"
+        ),
+    ),
+    (
+        "a date",
+        re.compile(
+            rf"(?<![0-9])[0-9]{{1,2}}(?:st|nd|rd|th)?[\s.,/-]*{_MONTH}[\s.,/-]*[0-9]{{2,4}}(?![0-9])"
+            rf"|\b{_MONTH}\s*[0-9]{{1,2}}(?:st|nd|rd|th)?,?\s*[0-9]{{4}}(?![0-9])",
+            re.IGNORECASE,
+        ),
+    ),
+    (
+        "a postcode",
+        re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{1,2}[0-9][A-Za-z0-9]?\s*[0-9][A-Za-z]{2}(?![A-Za-z0-9])"),
+    ),
+)
+
+# Anything but a letter or a digit between two digits: how digits are grouped by hand ("943  476
+# 5919", "943/476/5919", "943_476_5919").
+_BETWEEN_DIGITS = re.compile(r"(?<=[0-9])[^0-9A-Za-z]+(?=[0-9])")
+_TEN_DIGITS_JOINED = re.compile(r"(?<![0-9])[0-9]{10}(?![0-9])")
+_LOOSE_DATE = re.compile(
+    r"(?<![0-9])[0-9]{1,2}[^0-9A-Za-z]+[0-9]{1,2}[^0-9A-Za-z]+(?:19|20)[0-9]{2}(?![0-9])"
+)
+_LOOSE_POSTCODE = re.compile(
+    r"(?<![A-Za-z0-9])[A-Za-z]{1,2}[0-9][A-Za-z0-9]?[^A-Za-z0-9]{0,3}[0-9][A-Za-z]{2}(?![A-Za-z0-9])"
+)
+
+
+def identifiers_in_free_text(text: str) -> list[str]:
+    """What in free text a person wrote (a reason, a message) looks like an identifier, empty when
+    nothing does: stricter than `identifiers_in`, for text that is kept and audited as it is. The
+    text is read as NFKC first, so full-width or other compatibility digits are digits."""
+    text = unicodedata.normalize("NFKC", text)
+    found = set(identifiers_in(text))
+    found.update(what for what, shape in _MORE_IDENTIFIER_SHAPES if shape.search(text))
+    if _TEN_DIGITS_JOINED.search(_BETWEEN_DIGITS.sub("", text)):
+        found.add("an NHS number")
+    if _LOOSE_DATE.search(text):
+        found.add("a date")
+    if _LOOSE_POSTCODE.search(text):
+        found.add("a postcode")
+    return sorted(found)

@@ -21,10 +21,6 @@ class InvoiceNotReady(Conflict):
     code = "invoice-not-ready"
 
 
-class LineNotDecidable(Conflict):
-    code = "line-not-decidable"
-
-
 class QueriesPending(Conflict):
     code = "queries-pending"
 
@@ -77,3 +73,25 @@ class ReasonContainsIdentifier(Unprocessable):
 
 class ReidentificationLimitReached(AppError):
     status, code, title = 429, "reidentification-limit-reached", "Too many requests"
+
+
+# --- the lifecycle (invoices/lifecycle.py, payments.py, challenges.py) ------------------------------
+
+
+class InvalidTransition(Conflict):
+    """A step the invoice's (or line's, or challenge's) current state does not allow; the detail
+    names that state and `extra` carries it with the states the step is allowed from."""
+
+    code = "invalid-transition"
+
+
+class MessageContainsIdentifier(Unprocessable):
+    code = "message-contains-identifier"
+
+
+class PaymentReferenceReused(Conflict):
+    code = "payment-reference-reused"
+
+
+class PaymentExceedsUnpaid(Unprocessable):
+    code = "payment-exceeds-unpaid"

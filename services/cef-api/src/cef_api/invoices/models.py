@@ -14,12 +14,52 @@ class InvoiceStatus:
     VALIDATED = "validated"
     APPROVED = "approved"
     PART_APPROVED = "part-approved"
+    # Approved with nothing payable: every line was rejected.
     REJECTED = "rejected"
+    PART_PAID = "part-paid"
+    PAID = "paid"
     # Validation could not finish (e.g. the service restarted mid-way); resubmit the invoice.
     FAILED = "failed"
+    # The provider took it back before approval; its lines never count as earlier lines.
+    WITHDRAWN = "withdrawn"
 
     OPEN = (RECEIVED, VALIDATING)
-    CLOSED = (APPROVED, PART_APPROVED, REJECTED, FAILED)
+    CLOSED = (APPROVED, PART_APPROVED, REJECTED, PART_PAID, PAID, FAILED, WITHDRAWN)
+    # Approved, with money still to pay or paid.
+    PAYABLE = (APPROVED, PART_APPROVED, PART_PAID)
+    ALL = (
+        RECEIVED,
+        VALIDATING,
+        VALIDATED,
+        APPROVED,
+        PART_APPROVED,
+        REJECTED,
+        PART_PAID,
+        PAID,
+        FAILED,
+        WITHDRAWN,
+    )
+
+
+class QueryState:
+    """Where a query line is in its resolution (invoice_line.query_state; NULL is QUERY)."""
+
+    QUERY = "query"
+    CHALLENGED = "challenged"
+    RESPONDED = "responded"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+    UNDECIDED = (QUERY, CHALLENGED, RESPONDED)
+    ALL = (QUERY, CHALLENGED, RESPONDED, ACCEPTED, REJECTED)
+
+
+class ChallengeStatus:
+    OPEN = "open"  # waiting for the provider
+    RESPONDED = "responded"  # the provider answered; staff decide the line
+    CLOSED = "closed"  # the line was decided, or the invoice withdrawn, before an answer
+
+    ALL = (OPEN, RESPONDED, CLOSED)
 
 
 class Invoice(SQLModel, table=True):
@@ -56,6 +96,13 @@ class Invoice(SQLModel, table=True):
     decided_at: datetime | None = None
     decided_by: str | None = Field(default=None, max_length=200)
     purged_at: datetime | None = None
+    # Payments recorded against the approved amount (migration 0006).
+    paid_pennies: int = Field(default=0, sa_type=BigInteger)
+    # The reference finance books the approved amount under: set at approval, never reused.
+    ledger_reference: str | None = Field(default=None, max_length=40)
+    withdrawn_at: datetime | None = None
+    withdrawn_by: str | None = Field(default=None, max_length=200)
+    withdraw_reason: str | None = Field(default=None, max_length=500)
 
 
 class InvoiceLine(SQLModel, table=True):
@@ -87,6 +134,49 @@ class InvoiceLine(SQLModel, table=True):
     decision_reason: str | None = Field(default=None, max_length=1000)
     decided_by: str | None = Field(default=None, max_length=200)
     decided_at: datetime | None = None
+    # A query line's state (QueryState); NULL on a query line is QueryState.QUERY (validation
+    # writes none), and on other lines it stays NULL.
+    query_state: str | None = Field(default=None, max_length=12)
+
+
+class Challenge(SQLModel, table=True):
+    """A question from CEF staff to the provider about one query line, and the provider's answer.
+    Messages are free text checked for identifier shapes before they are stored."""
+
+    __tablename__ = "challenge"
+
+    seq: int | None = Field(default=None, primary_key=True)
+    id: str = Field(max_length=36, unique=True)
+    invoice_seq: int = Field(foreign_key="invoice.seq")
+    line_id: int = Field(foreign_key="invoice_line.id")
+    line_ref: str = Field(max_length=100)
+    # Copied from the invoice, so that each side's list is one indexed look-up.
+    provider_code: str = Field(max_length=12)
+    commissioner_code: str = Field(max_length=12)
+    status: str = Field(max_length=12)
+    message: str = Field(max_length=2000)
+    raised_by: str = Field(max_length=200)
+    raised_at: datetime
+    due_date: date
+    response_message: str | None = Field(default=None, max_length=2000)
+    corrected_pennies: int | None = Field(default=None, sa_type=BigInteger)
+    responded_by: str | None = Field(default=None, max_length=200)
+    responded_at: datetime | None = None
+    closed_at: datetime | None = None
+
+
+class Payment(SQLModel, table=True):
+    """Money finance recorded as paid against an approved invoice; one row per payment reference."""
+
+    __tablename__ = "payment"
+
+    id: int | None = Field(default=None, primary_key=True)
+    invoice_seq: int = Field(foreign_key="invoice.seq")
+    reference: str = Field(max_length=64)
+    amount_pennies: int = Field(sa_type=BigInteger)
+    paid_on: date
+    recorded_by: str = Field(max_length=200)
+    recorded_at: datetime
 
 
 class Reidentification(SQLModel, table=True):

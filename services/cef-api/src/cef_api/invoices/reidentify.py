@@ -12,8 +12,6 @@ HTTP types; the identities are never logged or stored here."""
 from __future__ import annotations
 
 import math
-import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,7 +38,7 @@ from cef_api.tokeniser_client import Kind, OnBehalfOf
 from cef_common.audit import AuditOutcome, build_event, record_event
 from cef_common.auth import Principal
 from cef_common.errors import AppError, ServiceUnavailable
-from cef_common.redact import digest, identifiers_in, is_uuid
+from cef_common.redact import digest, identifiers_in_free_text, is_uuid
 
 log = structlog.get_logger(__name__)
 
@@ -56,39 +54,6 @@ TOKEN_COLUMNS: Final[tuple[tuple[Kind, str], ...]] = (
     ("date_of_birth", "dob_token"),
     ("postcode", "postcode_token"),
 )
-
-# What a reason must not hold: anything that could be the patient's NHS number, a date (of birth,
-# or any other: a date is half an identity), or a postcode. The reason is audited and stored as
-# text, so an identifier in it would be an identifier in the clear. The shared check
-# (`cef_common.redact.identifiers_in`) finds the common spellings; these are the others a person
-# writes in a sentence: digits grouped otherwise, dates run together or with a month's name.
-_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
-_MORE_IDENTIFIER_SHAPES: Final = (
-    # Ten digits, in any grouping by single spaces, dots or hyphens.
-    ("an NHS number", re.compile(r"(?<![0-9])(?:[0-9][\s.-]?){9}[0-9](?![0-9])")),
-    ("a date", re.compile(r"(?<![0-9])[0-9]{4}[/.-][0-9]{1,2}[/.-][0-9]{1,2}(?![0-9])")),
-    ("a date", re.compile(r"(?<![0-9])[0-9]{1,2}[/.-][0-9]{1,2}[/.-][0-9]{2,4}(?![0-9])")),
-    (
-        "a date",
-        re.compile(
-            r"(?<![0-9])(?:(?:19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])"
-            r"|(?:0[1-9]|[12][0-9]|3[01])(?:0[1-9]|1[0-2])(?:19|20)[0-9]{2})(?![0-9])"
-        ),
-    ),
-    (
-        "a date",
-        re.compile(
-            rf"(?<![0-9])[0-9]{{1,2}}(?:st|nd|rd|th)?[\s.,/-]*{_MONTH}[\s.,/-]*[0-9]{{2,4}}(?![0-9])"
-            rf"|\b{_MONTH}\s*[0-9]{{1,2}}(?:st|nd|rd|th)?,?\s*[0-9]{{4}}(?![0-9])",
-            re.IGNORECASE,
-        ),
-    ),
-    (
-        "a postcode",
-        re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{1,2}[0-9][A-Za-z0-9]?\s*[0-9][A-Za-z]{2}(?![A-Za-z0-9])"),
-    ),
-)
-
 
 _reidentification: sa.Table = Reidentification.__table__  # type: ignore[attr-defined]
 
@@ -136,33 +101,6 @@ class _Line:
     tokens: dict[Kind, str | None]
 
 
-# Anything but a letter or a digit between two digits: how digits are grouped by hand ("943  476
-# 5919", "943/476/5919", "943_476_5919").
-_BETWEEN_DIGITS = re.compile(r"(?<=[0-9])[^0-9A-Za-z]+(?=[0-9])")
-_TEN_DIGITS_JOINED = re.compile(r"(?<![0-9])[0-9]{10}(?![0-9])")
-_LOOSE_DATE = re.compile(
-    r"(?<![0-9])[0-9]{1,2}[^0-9A-Za-z]+[0-9]{1,2}[^0-9A-Za-z]+(?:19|20)[0-9]{2}(?![0-9])"
-)
-_LOOSE_POSTCODE = re.compile(
-    r"(?<![A-Za-z0-9])[A-Za-z]{1,2}[0-9][A-Za-z0-9]?[^A-Za-z0-9]{0,3}[0-9][A-Za-z]{2}(?![A-Za-z0-9])"
-)
-
-
-def identifiers_in_reason(reason: str) -> list[str]:
-    """What in a free-text reason looks like an identifier (empty when nothing does). The text is
-    read as NFKC first, so full-width or other compatibility digits are digits."""
-    text = unicodedata.normalize("NFKC", reason)
-    found = set(identifiers_in(text))
-    found.update(what for what, shape in _MORE_IDENTIFIER_SHAPES if shape.search(text))
-    if _TEN_DIGITS_JOINED.search(_BETWEEN_DIGITS.sub("", text)):
-        found.add("an NHS number")
-    if _LOOSE_DATE.search(text):
-        found.add("a date")
-    if _LOOSE_POSTCODE.search(text):
-        found.add("a postcode")
-    return sorted(found)
-
-
 def reidentify(
     *,
     engine: Engine,
@@ -188,7 +126,7 @@ def reidentify(
     line = _authorised_line(
         engine, principal=principal, invoice_id=invoice_id, line_ref=line_ref, purpose=purpose
     )
-    found = identifiers_in_reason(reason)
+    found = identifiers_in_free_text(reason)
     if found:
         _record_refusal(engine, principal, purpose=purpose, line=line, reason=ReasonContainsIdentifier.code)
         raise ReasonContainsIdentifier(

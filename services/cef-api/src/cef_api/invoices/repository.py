@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 from sqlmodel import Session
 
-from cef_api.invoices.models import Invoice, InvoiceLine, InvoiceStatus
+from cef_api.invoices.models import Challenge, ChallengeStatus, Invoice, InvoiceLine, InvoiceStatus, Payment
 
 IN_CHUNK = 5_000
 # SQLite page cache of a validation job's connection, in KiB. The default (2 MiB) holds a fraction
@@ -20,6 +20,8 @@ JOB_PAGE_CACHE_KIB = 65_536
 
 invoice_t: sa.Table = Invoice.__table__  # type: ignore[attr-defined]
 line_t: sa.Table = InvoiceLine.__table__  # type: ignore[attr-defined]
+challenge_t: sa.Table = Challenge.__table__  # type: ignore[attr-defined]
+payment_t: sa.Table = Payment.__table__  # type: ignore[attr-defined]
 IV = invoice_t.c
 L = line_t.c
 
@@ -139,9 +141,15 @@ def insert_lines(session: Session, rows: Iterable[tuple[Any, ...]]) -> None:
     connection.connection.driver_connection.executemany(_INSERT_SQL, rows)  # type: ignore[union-attr]
 
 
-# Lines of a failed invoice never count as earlier lines. Failing an invoice deletes its lines in
-# the same transaction; the rule is also kept by the status, whatever path left lines behind.
-_NOT_FAILED = IV.status != sa.literal(InvoiceStatus.FAILED, literal_execute=True)
+# Lines of a failed or withdrawn invoice never count as earlier lines. Failing an invoice deletes
+# its lines and withdrawing one clears their duplicate keys, in the same transaction; the rule is
+# also kept by the status, whatever path left keys behind.
+_NOT_FAILED = IV.status.not_in(
+    [
+        sa.literal(InvoiceStatus.FAILED, literal_execute=True),
+        sa.literal(InvoiceStatus.WITHDRAWN, literal_execute=True),
+    ]
+)
 
 
 def existing_dup_keys(session: Session, keys: Sequence[str]) -> set[str]:
@@ -215,12 +223,64 @@ def page_invoices(
     return list(session.execute(stmt).scalars())
 
 
-def approved_total(session: Session, commissioner_code: str) -> int:
-    stmt = sa.select(sa.func.coalesce(sa.func.sum(IV.approved_pennies), 0)).where(
-        IV.commissioner_code == commissioner_code,
-        IV.status.in_((InvoiceStatus.APPROVED, InvoiceStatus.PART_APPROVED)),
+def payable_total(session: Session, commissioner_code: str) -> tuple[int, int]:
+    """(approved, paid) pennies over the commissioner's invoices that still have money to pay."""
+    stmt = sa.select(
+        sa.func.coalesce(sa.func.sum(IV.approved_pennies), 0),
+        sa.func.coalesce(sa.func.sum(IV.paid_pennies), 0),
+    ).where(IV.commissioner_code == commissioner_code, IV.status.in_(InvoiceStatus.PAYABLE))
+    approved, paid = session.execute(stmt).one()
+    return int(approved), int(paid)
+
+
+def stop_counting_lines(session: Session, seq: int) -> int:
+    """Clears the duplicate keys of an invoice's lines (withdrawn: they are earlier lines no more)."""
+    result = cast(
+        "sa.CursorResult[Any]",
+        session.execute(
+            sa.update(line_t).where(L.invoice_seq == seq, L.dup_key.is_not(None)).values(dup_key=None)
+        ),
     )
-    return int(session.execute(stmt).scalar_one())
+    return int(result.rowcount or 0)
+
+
+def close_challenges(session: Session, line_ids: Sequence[int], now: datetime) -> int:
+    """Closes the challenges still waiting (open or answered) on these lines: they were decided."""
+    count = 0
+    for start in range(0, len(line_ids), IN_CHUNK):
+        chunk = list(line_ids[start : start + IN_CHUNK])
+        result = cast(
+            "sa.CursorResult[Any]",
+            session.execute(
+                sa.update(challenge_t)
+                .where(challenge_t.c.line_id.in_(chunk), challenge_t.c.status != ChallengeStatus.CLOSED)
+                .values(status=ChallengeStatus.CLOSED, closed_at=now)
+            ),
+        )
+        count += int(result.rowcount or 0)
+    return count
+
+
+def close_invoice_challenges(session: Session, seq: int, now: datetime) -> int:
+    result = cast(
+        "sa.CursorResult[Any]",
+        session.execute(
+            sa.update(challenge_t)
+            .where(challenge_t.c.invoice_seq == seq, challenge_t.c.status != ChallengeStatus.CLOSED)
+            .values(status=ChallengeStatus.CLOSED, closed_at=now)
+        ),
+    )
+    return int(result.rowcount or 0)
+
+
+def payments_of(session: Session, seq: int) -> list[Payment]:
+    stmt = sa.select(Payment).where(payment_t.c.invoice_seq == seq).order_by(payment_t.c.id)
+    return list(session.execute(stmt).scalars())
+
+
+def payment_by_reference(session: Session, seq: int, reference: str) -> Payment | None:
+    stmt = sa.select(Payment).where(payment_t.c.invoice_seq == seq, payment_t.c.reference == reference)
+    return session.execute(stmt).scalar_one_or_none()
 
 
 def page_lines(
@@ -253,6 +313,7 @@ def line_by_ref(session: Session, seq: int, line_ref: str) -> InvoiceLine | None
 
 
 def pending_queries(session: Session, seq: int) -> int:
+    # The decision and the query state are set together: a decided line has both.
     stmt = sa.select(sa.func.count()).where(L.invoice_seq == seq, _QUERY_LINE, L.decision.is_(None))
     return int(session.execute(stmt).scalar_one())
 

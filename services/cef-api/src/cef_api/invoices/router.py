@@ -10,7 +10,7 @@ from pydantic import BeforeValidator
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from cef_api.invoices import reidentify, service
+from cef_api.invoices import payments, reidentify, service
 from cef_api.invoices.schemas import (
     ApprovedPage,
     DecisionIn,
@@ -22,8 +22,12 @@ from cef_api.invoices.schemas import (
     LineDetailPage,
     LineOutcome,
     LinePage,
+    PaymentIn,
+    PaymentOut,
+    PaymentPage,
     ReidentifiedOut,
     ReidentifyIn,
+    WithdrawIn,
 )
 from cef_api.invoices.upload import receive_upload
 from cef_common.auth import Principal, PrincipalDep, require_scopes
@@ -38,10 +42,17 @@ Reader = Annotated[
 ]
 Staff = Annotated[Principal, Depends(require_scopes(service.VALIDATE))]
 Commissioner = Annotated[Principal, Depends(require_scopes(service.VALIDATE, service.READ, any_of=True))]
+Finance = Annotated[Principal, Depends(require_scopes(service.READ))]
 
 _BAD_CURSOR = problems(
     400, described={400: "bad-cursor: pass the next_cursor of the previous page unchanged"}
 )
+
+_INVALID_TRANSITION = (
+    "invalid-transition: the invoice's status does not allow this step (the detail names it; "
+    "`status` and `allowed_from` say the same)"
+)
+
 
 # The body is read as a stream (upload.py) rather than by FastAPI, which is told its parts here.
 _SUBMISSION_BODY = {
@@ -263,8 +274,9 @@ def list_lines(
         409,
         described={
             400: "the body could not be read as UTF-8 JSON",
-            409: "invoice-not-ready: the invoice is not validated; line-not-decidable: the line is not a "
-            "query, or is decided already",
+            409: "invoice-not-ready: the invoice is not validated (or is approved or withdrawn); "
+            "invalid-transition: the line is not a query, or is decided already",
+            422: "the body is not a valid decision, or its reason holds an NHS number, a date or a postcode",
         },
     ),
 )
@@ -286,8 +298,7 @@ def decide_line(
     responses=problems(
         409,
         described={
-            409: "invoice-not-ready: only a validated invoice can be approved; queries-pending: decide "
-            "every query line first"
+            409: _INVALID_TRANSITION + "; queries-pending: decide every query line first",
         },
     ),
 )
@@ -296,6 +307,82 @@ def approve(invoice_id: str, request: Request, principal: Staff) -> InvoiceOut:
         out = service.approve(session, principal=principal, invoice_id=invoice_id)
         session.commit()
     return out
+
+
+@router.post(
+    "/invoices/{invoice_id}/withdraw",
+    response_model=InvoiceOut,
+    summary="Withdraw a validated invoice before approval (its provider): it is neither decided nor paid, "
+    "and its lines stop counting as earlier lines",
+    responses=problems(
+        400,
+        409,
+        described={
+            400: "the body could not be read as UTF-8 JSON",
+            403: "only the provider that submitted the invoice (invoices:submit) may withdraw it",
+            409: _INVALID_TRANSITION,
+            422: "the reason is too long, or holds an NHS number, a date or a postcode",
+        },
+    ),
+)
+def withdraw(
+    invoice_id: str, request: Request, principal: Submitter, body: WithdrawIn | None = None
+) -> InvoiceOut:
+    with Session(request.app.state.engine) as session:
+        out = service.withdraw(
+            session, principal=principal, invoice_id=invoice_id, reason=body.reason if body else None
+        )
+        session.commit()
+    return out
+
+
+@router.post(
+    "/invoices/{invoice_id}/payments",
+    response_model=PaymentOut,
+    status_code=201,
+    summary="Record a payment of an approved invoice (finance of its commissioner); idempotent by reference",
+    responses={
+        200: {
+            "model": PaymentOut,
+            "description": "This reference was recorded before with the same amount and date: nothing new",
+            "headers": {
+                "Idempotent-Replayed": {"description": "true", "schema": {"type": "string"}},
+            },
+        },
+        **problems(
+            400,
+            409,
+            described={
+                400: "the body could not be read as UTF-8 JSON",
+                403: "recording a payment needs invoices:read (finance) of the invoice's commissioner",
+                409: _INVALID_TRANSITION + "; payment-reference-reused: this reference was recorded "
+                "with another amount or date",
+                422: "payment-exceeds-unpaid: more than is approved and unpaid; or the amount, the "
+                "reference or the date is not valid",
+            },
+        ),
+    },
+)
+def record_payment(invoice_id: str, payment: PaymentIn, request: Request, principal: Finance) -> JSONResponse:
+    with Session(request.app.state.engine) as session:
+        recorded = payments.record_payment(
+            session, principal=principal, invoice_id=invoice_id, payment=payment
+        )
+        session.commit()
+    body = recorded.payment.model_dump(mode="json")
+    if recorded.replayed:
+        return JSONResponse(body, status_code=200, headers={"Idempotent-Replayed": "true"})
+    return JSONResponse(body, status_code=201)
+
+
+@router.get(
+    "/invoices/{invoice_id}/payments",
+    response_model=PaymentPage,
+    summary="The payments recorded against an invoice (its commissioner's finance and CEF staff)",
+    responses=problems(described={403: "payments are seen by the invoice's commissioner only"}),
+)
+def list_payments(invoice_id: str, session: SessionDep, principal: Commissioner) -> PaymentPage:
+    return payments.list_payments(session, principal=principal, invoice_id=invoice_id)
 
 
 def _problem(description: str) -> dict[str, Any]:

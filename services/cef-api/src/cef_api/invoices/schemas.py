@@ -118,7 +118,16 @@ class InvoiceHeaderIn(BaseModel):
 
 # Every status an invoice can have (models.InvoiceStatus); a test keeps the two the same.
 InvoiceStatusName = Literal[
-    "received", "validating", "validated", "approved", "part-approved", "rejected", "failed"
+    "received",
+    "validating",
+    "validated",
+    "approved",
+    "part-approved",
+    "rejected",
+    "part-paid",
+    "paid",
+    "failed",
+    "withdrawn",
 ]
 LineOutcome = Literal["valid", "query", "rejected"]
 
@@ -146,11 +155,17 @@ class InvoiceOut(BaseModel):
     summary: SummaryOut
     lines_done: int
     approved_amount: str | None = None
+    paid_amount: str = "0.00"
+    ledger_reference: str | None = Field(
+        default=None, description="The reference finance books the approved amount under (set at approval)"
+    )
     reference_versions: dict[str, int] = Field(default_factory=dict)
     failure_reason: str | None = None
+    withdraw_reason: str | None = None
     submitted_at: datetime
     validated_at: datetime | None = None
     decided_at: datetime | None = None
+    withdrawn_at: datetime | None = None
 
 
 class InvoicePage(BaseModel):
@@ -254,9 +269,14 @@ class ApprovedItem(BaseModel):
     invoice_number: str
     provider_code: str
     commissioner_code: str
+    period_start: date
+    period_end: date
     status: str
     approved_amount: str
+    paid_amount: str
+    unpaid_amount: str
     claimed_amount: str
+    ledger_reference: str | None
     decided_at: datetime | None
 
 
@@ -271,13 +291,19 @@ class ApprovedPage(BaseModel):
                             "invoice_number": "RTR-201904-0001",
                             "provider_code": "RTR",
                             "commissioner_code": "00L",
+                            "period_start": "2019-04-01",
+                            "period_end": "2019-04-30",
                             "status": "part-approved",
                             "approved_amount": "1006.92",
+                            "paid_amount": "0.00",
+                            "unpaid_amount": "1006.92",
                             "claimed_amount": "1510.38",
+                            "ledger_reference": "CEF-00L-00000042",
                             "decided_at": "2026-11-24T14:30:00Z",
                         }
                     ],
                     "total_approved_amount": "1006.92",
+                    "total_unpaid_amount": "1006.92",
                     "next_cursor": None,
                 }
             ]
@@ -285,8 +311,81 @@ class ApprovedPage(BaseModel):
     )
 
     items: list[ApprovedItem]
-    total_approved_amount: str
+    total_approved_amount: str = Field(description="Approved on every invoice listed (all pages)")
+    total_unpaid_amount: str = Field(description="Approved and not yet paid (all pages)")
     next_cursor: str | None
+
+
+class WithdrawIn(BaseModel):
+    """Why the provider takes the invoice back (optional; kept and shown to the commissioner)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=model_examples([{"reason": "sent to the wrong commissioner; resubmitting"}]),
+    )
+
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)] | None = (
+        None
+    )
+
+
+PaymentReference = Annotated[
+    str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9 /._-]{0,63}$")
+]
+
+
+class PaymentIn(BaseModel):
+    """One payment of an approved invoice, as the ledger recorded it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=model_examples(
+            [{"amount": "1006.92", "reference": "BACS-2019-06-0042", "paid_on": "2019-06-28"}]
+        ),
+    )
+
+    amount: Money = Field(description="Pounds, as in backing data: more than 0, at most what is unpaid")
+    reference: PaymentReference = Field(
+        description="The ledger's payment reference: letters, digits, space / . _ - (at most 64); "
+        "sending it again records nothing new"
+    )
+    paid_on: date = Field(description="The date the money was paid (not in the future)")
+
+
+class PaymentOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra=model_examples(
+            [
+                {
+                    "invoice_id": _INVOICE_ID,
+                    "reference": "BACS-2019-06-0042",
+                    "amount": "1006.92",
+                    "paid_on": "2019-06-28",
+                    "recorded_at": "2026-11-25T10:00:00Z",
+                    "recorded_by": "finance-clerk",
+                    "invoice_status": "paid",
+                    "approved_amount": "1006.92",
+                    "paid_amount": "1006.92",
+                    "unpaid_amount": "0.00",
+                }
+            ]
+        )
+    )
+
+    invoice_id: str
+    reference: str
+    amount: str
+    paid_on: date
+    recorded_at: datetime
+    recorded_by: str
+    invoice_status: str
+    approved_amount: str
+    paid_amount: str
+    unpaid_amount: str
+
+
+class PaymentPage(BaseModel):
+    items: list[PaymentOut]
 
 
 class PurgeOut(BaseModel):

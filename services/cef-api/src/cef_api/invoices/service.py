@@ -21,17 +21,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from cef_api.config import Settings
-from cef_api.invoices import jobs, repository
+from cef_api.invoices import jobs, lifecycle, repository
 from cef_api.invoices.audit import SOURCE, record_invoice_event
 from cef_api.invoices.exceptions import (
     DuplicateInvoice,
     IdempotencyKeyReused,
     InvoiceHeaderInvalid,
     InvoiceNotReady,
-    LineNotDecidable,
     QueriesPending,
 )
-from cef_api.invoices.models import Invoice, InvoiceLine, InvoiceStatus
+from cef_api.invoices.models import Invoice, InvoiceLine, InvoiceStatus, QueryState
 from cef_api.invoices.schemas import (
     ApprovedItem,
     ApprovedPage,
@@ -47,6 +46,7 @@ from cef_api.invoices.schemas import (
     money,
     pennies,
 )
+from cef_api.locks import transaction_lock
 from cef_api.reference import repository as reference_repository
 from cef_api.spool import EncryptedSpool
 from cef_api.tokeniser_client import TokeniserClient, TokeniserUnavailable
@@ -382,11 +382,15 @@ def invoice_out(invoice: Invoice) -> InvoiceOut:
         ),
         lines_done=invoice.lines_done,
         approved_amount=money(invoice.approved_pennies),
+        paid_amount=money(invoice.paid_pennies or 0) or "0.00",
+        ledger_reference=invoice.ledger_reference,
         reference_versions=json.loads(invoice.reference_versions or "{}"),
         failure_reason=invoice.failure_reason,
+        withdraw_reason=invoice.withdraw_reason,
         submitted_at=invoice.submitted_at,
         validated_at=invoice.validated_at,
         decided_at=invoice.decided_at,
+        withdrawn_at=invoice.withdrawn_at,
     )
 
 
@@ -548,12 +552,7 @@ def decide_line(
     session: Session, *, principal: Principal, invoice_id: str, line_ref: str, decision: DecisionIn
 ) -> LineDetailOut:
     invoice = _staff_invoice(session, principal, invoice_id)
-    if invoice.status != InvoiceStatus.VALIDATED:
-        raise InvoiceNotReady(
-            f"the invoice is {invoice.status}; "
-            "lines can be decided only while it is validated and not yet approved",
-            refusal=True,
-        )
+    _ensure_deciding(invoice)
     assert invoice.seq is not None
     line = repository.line_by_ref(session, invoice.seq, line_ref)
     if line is None:
@@ -562,22 +561,18 @@ def decide_line(
             f"invoice {invoice.invoice_number} has no line with that line_ref; "
             "use a line_ref of its line detail"
         )
-    if line.outcome != "query":
-        raise LineNotDecidable(
-            f"line {line_ref} is {line.outcome}; only query lines are decided", refusal=True
-        )
-    if decision.decision == "accept":
-        assert decision.amount is not None
-        line.decision, line.decided_pennies, line.decision_reason = (
-            "accept",
-            pennies(Decimal(decision.amount)),
-            decision.reason,
-        )
-    else:
-        line.decision, line.decided_pennies, line.decision_reason = "reject", None, decision.reason
-    line.decided_by = principal.sub[:200]
-    line.decided_at = datetime.now(UTC)
-    session.add(line)
+    target = QueryState.ACCEPTED if decision.decision == "accept" else QueryState.REJECTED
+    lifecycle.ensure_line_step(line, target, line_ref=line_ref)
+    lifecycle.ensure_no_identifier(decision.reason, field="reason")
+    amount = pennies(Decimal(decision.amount)) if decision.amount is not None else None
+    decide_lines(
+        session,
+        principal=principal,
+        lines=[line],
+        accept=decision.decision == "accept",
+        amounts=[amount],
+        reason=decision.reason,
+    )
     record_event(
         session,
         build_event(
@@ -588,29 +583,65 @@ def decide_line(
             principal=principal,
             entity_type="invoice-line",
             entity_id=f"{invoice.id}/{line_ref}",
-            detail={"decision": line.decision, "amount": money(line.decided_pennies)},
+            detail={
+                "decision": line.decision,
+                "amount": money(line.decided_pennies),
+                "to": line.query_state,
+            },
         ),
     )
     session.flush()
     return _line_detail(line)
 
 
-def approve(session: Session, *, principal: Principal, invoice_id: str) -> InvoiceOut:
-    invoice = _staff_invoice(session, principal, invoice_id)
+def _ensure_deciding(invoice: Invoice) -> None:
+    """Query lines are challenged and decided only while the invoice is validated, not yet approved."""
     if invoice.status != InvoiceStatus.VALIDATED:
         raise InvoiceNotReady(
-            f"the invoice is {invoice.status}; only a validated invoice can be approved", refusal=True
+            f"the invoice is {invoice.status}; "
+            "its lines can be challenged or decided only while it is validated and not yet approved",
+            extra={"status": invoice.status},
+            refusal=True,
         )
+
+
+def decide_lines(
+    session: Session,
+    *,
+    principal: Principal,
+    lines: list[InvoiceLine],
+    accept: bool,
+    amounts: list[int | None],
+    reason: str | None,
+) -> None:
+    """Sets the decision of query lines already checked to be undecided, and closes their open
+    challenges; the caller records the audit event (one per line, or one for a bulk decision)."""
+    now = datetime.now(UTC)
+    for line, amount in zip(lines, amounts, strict=True):
+        line.decision = "accept" if accept else "reject"
+        line.decided_pennies = amount if accept else None
+        line.decision_reason = reason
+        line.decided_by = principal.sub[:200]
+        line.decided_at = now
+        line.query_state = QueryState.ACCEPTED if accept else QueryState.REJECTED
+        session.add(line)
+    repository.close_challenges(session, [line.id for line in lines if line.id is not None], now)
+
+
+def approve(session: Session, *, principal: Principal, invoice_id: str) -> InvoiceOut:
+    invoice = _staff_invoice(session, principal, invoice_id)
+    lifecycle.ensure_invoice_step(invoice, InvoiceStatus.APPROVED)
     assert invoice.seq is not None
     pending = repository.pending_queries(session, invoice.seq)
     if pending:
         raise QueriesPending(
-            f"{pending} query line(s) have no decision yet; accept or reject each before approving",
+            f"{pending} query line(s) have no decision yet; accept or reject each before approving "
+            "(cef queries list shows them)",
             extra={"pending": pending},
             refusal=True,
         )
     total, paid, unpaid = repository.payable_totals(session, invoice.seq)
-    invoice.status = (
+    target = (
         InvoiceStatus.APPROVED
         if unpaid == 0
         else InvoiceStatus.REJECTED
@@ -620,22 +651,56 @@ def approve(session: Session, *, principal: Principal, invoice_id: str) -> Invoi
     invoice.approved_pennies = total
     invoice.decided_at = datetime.now(UTC)
     invoice.decided_by = principal.sub[:200]
-    session.add(invoice)
-    record_invoice_event(
+    invoice.ledger_reference = ledger_reference(invoice)
+    lifecycle.move_invoice(
         session,
-        action="update",
-        type="invoice.approve",
-        outcome="success",
+        invoice,
+        target,
         principal=principal,
-        entity_id=invoice.id,
+        type="invoice.approve",
         detail={
-            "status": invoice.status,
             "approved_amount": money(total),
             "lines_paid": paid,
             "lines_unpaid": unpaid,
+            "ledger_reference": invoice.ledger_reference,
         },
     )
     session.flush()
+    return invoice_out(invoice)
+
+
+def ledger_reference(invoice: Invoice) -> str:
+    """Unique, stable and free of anything the provider typed: the commissioner and the CEF's
+    own order of submission."""
+    return f"CEF-{invoice.commissioner_code}-{invoice.seq:08d}"
+
+
+def withdraw(session: Session, *, principal: Principal, invoice_id: str, reason: str | None) -> InvoiceOut:
+    """The provider takes a validated invoice back before approval: its lines stop counting as
+    earlier lines for later duplicates, its open challenges close, and it can be neither decided
+    nor paid. The invoice number stays used: a corrected invoice gets a new one."""
+    invoice, role = get_invoice(session, principal=principal, invoice_id=invoice_id)
+    if role is not Role.PROVIDER:
+        raise Forbidden(
+            "only the provider that submitted the invoice (invoices:submit) can withdraw it",
+            code="insufficient-scope",
+        )
+    lifecycle.ensure_no_identifier(reason, field="reason")
+    assert invoice.seq is not None
+    # The chain's lock: a validation of a later invoice of this provider and commissioner either
+    # read these lines' duplicate keys before the withdrawal or finds them gone.
+    transaction_lock(session, f"chain:{invoice.provider_code}:{invoice.commissioner_code}")
+    repository.update_invoice(session, invoice.seq, withdrawn_by=principal.sub[:200])  # the first write
+    session.refresh(invoice)
+    now = datetime.now(UTC)
+    invoice.withdrawn_at, invoice.withdrawn_by, invoice.withdraw_reason = now, principal.sub[:200], reason
+    lifecycle.move_invoice(
+        session, invoice, InvoiceStatus.WITHDRAWN, principal=principal, type="invoice.withdraw"
+    )
+    lines = repository.stop_counting_lines(session, invoice.seq)
+    closed = repository.close_invoice_challenges(session, invoice.seq, now)
+    session.flush()
+    log.info("invoice_withdrawn", invoice_seq=invoice.seq, lines=lines, challenges_closed=closed)
     return invoice_out(invoice)
 
 
@@ -650,27 +715,36 @@ def approved_to_pay(
         session,
         provider_code=None,
         commissioner_code=org,
-        statuses=[InvoiceStatus.APPROVED, InvoiceStatus.PART_APPROVED],
+        statuses=list(InvoiceStatus.PAYABLE),
         after_seq=_cursor(cursor),
         limit=limit + 1,
     )
     page = rows[:limit]
+    approved, paid = repository.payable_total(session, org)
     return ApprovedPage(
-        items=[
-            ApprovedItem(
-                id=i.id,
-                invoice_number=i.invoice_number,
-                provider_code=i.provider_code,
-                commissioner_code=i.commissioner_code,
-                status=i.status,
-                approved_amount=money(i.approved_pennies) or "0.00",
-                claimed_amount=money(i.claimed_pennies) or "0.00",
-                decided_at=i.decided_at,
-            )
-            for i in page
-        ],
-        total_approved_amount=money(repository.approved_total(session, org)) or "0.00",
+        items=[approved_item(i) for i in page],
+        total_approved_amount=money(approved) or "0.00",
+        total_unpaid_amount=money(approved - paid) or "0.00",
         next_cursor=str(page[-1].seq) if len(rows) > limit else None,
+    )
+
+
+def approved_item(invoice: Invoice) -> ApprovedItem:
+    approved = invoice.approved_pennies or 0
+    return ApprovedItem(
+        id=invoice.id,
+        invoice_number=invoice.invoice_number,
+        provider_code=invoice.provider_code,
+        commissioner_code=invoice.commissioner_code,
+        period_start=invoice.period_start,
+        period_end=invoice.period_end,
+        status=invoice.status,
+        approved_amount=money(approved) or "0.00",
+        paid_amount=money(invoice.paid_pennies or 0) or "0.00",
+        unpaid_amount=money(approved - (invoice.paid_pennies or 0)) or "0.00",
+        claimed_amount=money(invoice.claimed_pennies) or "0.00",
+        ledger_reference=invoice.ledger_reference,
+        decided_at=invoice.decided_at,
     )
 
 

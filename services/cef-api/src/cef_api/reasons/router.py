@@ -1,0 +1,5 @@
+"""HTTP endpoints of reasons."""
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/v1", tags=["reasons"])

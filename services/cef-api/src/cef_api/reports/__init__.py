@@ -1,0 +1,1 @@
+"""Aggregate reports for commissioners."""

@@ -1,0 +1,5 @@
+"""HTTP endpoints of reports."""
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/v1", tags=["reports"])
