@@ -300,6 +300,8 @@ def _run(
             entity_id=invoice.id,
             count=result.lines,
             detail={
+                "from": InvoiceStatus.VALIDATING,
+                "to": InvoiceStatus.VALIDATED,
                 "provider_code": invoice.provider_code,
                 "commissioner_code": invoice.commissioner_code,
                 "valid": result.valid,
@@ -329,6 +331,7 @@ def fail_invoice(engine: Engine, seq: int, reason: str) -> None:
         invoice = repository.by_seq(session, seq)
         if invoice is None or invoice.status not in InvoiceStatus.OPEN:
             return
+        before = invoice.status
         repository.delete_lines(session, seq)
         repository.update_invoice(
             session,
@@ -350,7 +353,7 @@ def fail_invoice(engine: Engine, seq: int, reason: str) -> None:
             outcome="failure",
             principal=SERVICE_PRINCIPAL,
             entity_id=invoice.id,
-            detail={"reason": reason[:300]},
+            detail={"from": before, "to": InvoiceStatus.FAILED, "reason": reason[:300]},
         )
         session.commit()
 
@@ -425,6 +428,15 @@ def claim(engine: Engine, invoice: Invoice) -> bool:
     with Session(engine) as session:
         transaction_lock(session, f"chain:{invoice.provider_code}:{invoice.commissioner_code}")
         claimed = repository.try_claim(session, invoice.seq, invoice.provider_code, invoice.commissioner_code)
+        if claimed:
+            record_invoice_event(
+                session,
+                action="execute",
+                type="invoice.validate.start",
+                principal=SERVICE_PRINCIPAL,
+                entity_id=invoice.id,
+                detail={"from": InvoiceStatus.RECEIVED, "to": InvoiceStatus.VALIDATING},
+            )
         session.commit()
     return claimed
 

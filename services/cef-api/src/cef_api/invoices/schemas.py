@@ -352,25 +352,22 @@ class PaymentIn(BaseModel):
     paid_on: date = Field(description="The date the money was paid (not in the future)")
 
 
+_PAYMENT_EXAMPLE: dict[str, Any] = {
+    "invoice_id": _INVOICE_ID,
+    "reference": "BACS-2019-06-0042",
+    "amount": "1006.92",
+    "paid_on": "2019-06-28",
+    "recorded_at": "2026-11-25T10:00:00Z",
+    "recorded_by": "finance-clerk",
+    "invoice_status": "paid",
+    "approved_amount": "1006.92",
+    "paid_amount": "1006.92",
+    "unpaid_amount": "0.00",
+}
+
+
 class PaymentOut(BaseModel):
-    model_config = ConfigDict(
-        json_schema_extra=model_examples(
-            [
-                {
-                    "invoice_id": _INVOICE_ID,
-                    "reference": "BACS-2019-06-0042",
-                    "amount": "1006.92",
-                    "paid_on": "2019-06-28",
-                    "recorded_at": "2026-11-25T10:00:00Z",
-                    "recorded_by": "finance-clerk",
-                    "invoice_status": "paid",
-                    "approved_amount": "1006.92",
-                    "paid_amount": "1006.92",
-                    "unpaid_amount": "0.00",
-                }
-            ]
-        )
-    )
+    model_config = ConfigDict(json_schema_extra=model_examples([_PAYMENT_EXAMPLE]))
 
     invoice_id: str
     reference: str
@@ -385,6 +382,8 @@ class PaymentOut(BaseModel):
 
 
 class PaymentPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra=model_examples([{"items": [_PAYMENT_EXAMPLE]}]))
+
     items: list[PaymentOut]
 
 
