@@ -1,4 +1,5 @@
-"""`cef audit` commands: verify the audit log against kept checkpoints, and list its events."""
+"""`cef audit` commands: verify the audit log against kept checkpoints, list its events, show one
+entity's history and summarise a period."""
 
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ from cef_cli.common import (
     UNREACHABLE,
     DataDirOption,
     call,
+    command_line,
     console,
+    data_dir_args,
     fail,
     group,
     local_token,
     out,
     print_table,
     problem_text,
+    service_env,
     service_url,
     table,
 )
@@ -256,3 +260,144 @@ def events(
         # What callers wrote (subjects, entity ids, purposes) is text, never rich markup.
         shown.add_row(*(escape(cell) for cell in cells))
     print_table(shown)
+
+
+# `cef audit history --all` reads the history a page of this many events at a time.
+HISTORY_PAGE = 1000
+
+
+def _next(why: str, args: list[str], data_dir: Path, url: str | None) -> None:
+    """Prints the next useful command, as the user can paste it."""
+    where = ["--url", url] if url else []
+    line = command_line(["audit", *args, *where, *data_dir_args(data_dir)], env_prefix=service_env("audit"))
+    out.print(f"\n{why}:\n{line}", soft_wrap=True, highlight=False, markup=False)
+
+
+@app.command("history")
+def history(
+    entity_type: Annotated[
+        str,
+        typer.Argument(
+            metavar="TYPE",
+            help="The entity's type: invoice (its history includes its lines, challenges and payments), "
+            "invoice-line, invoice-challenge, invoice-payment, ...",
+        ),
+    ],
+    entity_id: Annotated[
+        str,
+        typer.Argument(metavar="ID", help="The entity's id; a line's is INVOICE_ID/LINE_REF."),
+    ],
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Events to show, oldest first.")] = 50,
+    all_: Annotated[bool, typer.Option("--all", help="Show every event, however many.")] = False,
+    purpose: Annotated[str | None, typer.Option(help="Why you are looking (recorded in the log).")] = None,
+    data_dir: DataDirOption = Path("var"),
+    url: UrlOption = None,
+) -> None:
+    """Show one entity's history, oldest first.
+
+    An invoice's history includes the events of its lines, challenges and payments.
+
+    For example: cef audit history invoice 0b7c2f0e-3a5d-4d7e-9a51-6f0f5c1d2e3a --all"""
+    from urllib.parse import quote
+
+    from rich.markup import escape
+
+    # The id is one path segment: a line's id holds a slash, a provider's line_ref may hold '?'.
+    path = f"/v1/entities/{quote(entity_type, safe='')}/{quote(entity_id, safe='')}/events"
+    params: dict[str, Any] = {"limit": HISTORY_PAGE if all_ else limit}
+    if purpose:
+        params["purpose"] = purpose
+    items: list[dict[str, Any]] = []
+    more = False
+    with _client(data_dir, url, "cef-audit-history") as client:
+        while True:
+            response = _get(client, path, params=params)
+            if response.status_code != 200:
+                fail(_problem(response))
+            page = response.json()
+            items += page["items"]
+            more = page["next_cursor"] is not None
+            if not (all_ and more):
+                break
+            params["cursor"] = page["next_cursor"]
+    if not items:
+        out.print(f"no events about {entity_type} {entity_id}", highlight=False, markup=False)
+        _next("Look for it among all events", ["events", "--entity", entity_id], data_dir, url)
+        return
+    # Five columns, the narrow ones never wrapped: 80 columns with a whole event type.
+    shown = table("seq", "recorded at", "actor", "event", "outcome")
+    for column in (shown.columns[0], shown.columns[1], shown.columns[4]):
+        column.no_wrap = True
+    parts = f"{entity_id}/"
+    for e in items:
+        entity = e.get("entity") or {}
+        event = f"{e['type']}\n{e['action']}"
+        # An invoice's part, named by what follows the invoice's id: L1, challenge/7, payment/1.
+        if isinstance(entity.get("id"), str) and entity["id"].startswith(parts):
+            event += f" {entity['id'][len(parts) :]}"
+        cells = (
+            str(e["seq"]),
+            e["recorded_at"][:19].replace("T", " "),
+            "\n".join(x for x in (e["actor"]["sub"], e["actor"].get("org")) if x),
+            event,
+            e["outcome"],
+        )
+        # What callers wrote (subjects, entity ids) is text, never rich markup.
+        shown.add_row(*(escape(cell) for cell in cells))
+    print_table(shown)
+    if more:
+        _next(
+            "More events follow; see them all with",
+            ["history", entity_type, entity_id, "--all"],
+            data_dir,
+            url,
+        )
+    else:
+        _next("Check that nobody rewrote these events", ["verify"], data_dir, url)
+
+
+@app.command("summary")
+def summary(
+    since: Annotated[
+        str | None, typer.Option(help="Recorded at or after (ISO 8601 with a zone, e.g. 2026-11-01T00:00Z).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Recorded before (ISO 8601 with a zone).")] = None,
+    purpose: Annotated[str | None, typer.Option(help="Why you are looking (recorded in the log).")] = None,
+    data_dir: DataDirOption = Path("var"),
+    url: UrlOption = None,
+) -> None:
+    """Count a period's events: by type and outcome, and by organisation.
+
+    For example: cef audit summary --since 2026-11-01T00:00Z --until 2026-12-01T00:00Z"""
+    from rich.markup import escape
+
+    params = {k: v for k, v in {"since": since, "until": until, "purpose": purpose}.items() if v}
+    with _client(data_dir, url, "cef-audit-summary") as client:
+        response = _get(client, "/v1/summary", params=params)
+    if response.status_code != 200:
+        fail(_problem(response))
+    body: dict[str, Any] = response.json()
+    period = f"from {body['since'] or 'the start'} to {body['until'] or 'now'}"
+    out.print(f"{body['total']:,} events {period}", highlight=False, markup=False)
+    outcomes = list(body["by_outcome"])
+    by_type = table("type", "events", *outcomes)
+    for column in by_type.columns[1:]:
+        column.justify = "right"
+    for name, count in body["by_type"].items():
+        per = body["by_type_outcome"].get(name, {})
+        by_type.add_row(escape(name), f"{count:,}", *(f"{per.get(o, 0):,}" for o in outcomes))
+    by_type.add_section()
+    by_type.add_row("all", f"{body['total']:,}", *(f"{body['by_outcome'][o]:,}" for o in outcomes))
+    print_table(by_type)
+    by_org = table("organisation", "events")
+    by_org.columns[1].justify = "right"
+    for org, count in body["by_org"].items():
+        by_org.add_row(escape(org), f"{count:,}")
+    print_table(by_org)
+    window = [
+        arg for name, value in (("--since", since), ("--until", until)) if value for arg in (name, value)
+    ]
+    if body["by_outcome"].get("denied"):
+        _next("See the refused requests", ["events", "--outcome", "denied", *window], data_dir, url)
+    else:
+        _next("Check that nobody rewrote the log", ["verify"], data_dir, url)

@@ -15,11 +15,17 @@ ENDPOINTS = [
     ("POST", "/v1/verify", "audit:read"),
     ("GET", "/v1/checkpoints", "audit:read"),
     ("GET", "/v1/checkpoints/1", "audit:read"),
+    ("GET", "/v1/entities/invoice-line/inv-1/L1/events", "audit:read"),
+    ("GET", "/v1/summary", "audit:read"),
 ]
+TEMPLATES = {
+    "/v1/checkpoints/1": "/v1/checkpoints/{length}",
+    "/v1/entities/invoice-line/inv-1/L1/events": "/v1/entities/{entity_type}/{entity_id}/events",
+}
 
 
 def _template(path: str) -> str:
-    return "/v1/checkpoints/{length}" if path == "/v1/checkpoints/1" else path
+    return TEMPLATES.get(path, path)
 
 
 def _body(method: str, path: str) -> Any:

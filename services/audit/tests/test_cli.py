@@ -191,3 +191,122 @@ def test_events_lists_and_exports(server: ServerThread, data_dir: Path, writer: 
         cef, ["audit", "events", "--data-dir", str(data_dir), "--url", server.url, "--format", "xml"]
     )
     assert result.exit_code == 2  # wrong usage, as click reports its own usage errors
+
+
+INVOICE = "0b7c2f0e-3a5d-4d7e-9a51-6f0f5c1d2e3a"
+
+
+def _post_world(server: ServerThread, writer: dict[str, str]) -> None:
+    from cef_common.audit import AuditEntity
+
+    world = [
+        (0, "invoice", INVOICE, "invoice.submit", "success"),
+        (1, "invoice-line", f"{INVOICE}/L1", "invoice.line.decide", "success"),
+        (2, "invoice", "another-invoice", "invoice.submit", "success"),
+        (3, "invoice-challenge", f"{INVOICE}/challenge/7", "invoice.line.challenge", "success"),
+        (4, "invoice-payment", f"{INVOICE}/payment/1", "invoice.payment", "denied"),
+    ]
+    events = [
+        event_json(n, entity=AuditEntity(type=t, id=i), type=event_type, outcome=outcome)
+        for n, t, i, event_type, outcome in world
+    ]
+    r = httpx.post(f"{server.url}/v1/events", json={"events": events}, headers=writer)
+    assert r.status_code == 201, r.text
+
+
+def _audit(data_dir: Path, server: ServerThread, *args: str) -> Any:
+    return runner.invoke(cef, ["audit", *args, "--data-dir", str(data_dir), "--url", server.url])
+
+
+def _seqs(output: str) -> list[str]:
+    """The seq column of a history table: the rows' first cells that are numbers."""
+    return [line.split()[0] for line in output.splitlines() if line.split() and line.split()[0].isdigit()]
+
+
+def _words(output: str) -> str:
+    """The output as one line of words: a printed command joined across its continuation lines."""
+    return " ".join(output.replace("\\\n", " ").split())
+
+
+def _fits(output: str) -> None:
+    assert max(len(line) for line in output.splitlines()) <= 80, output
+
+
+def test_history_shows_an_invoice_with_its_parts_then_the_next_command(
+    server: ServerThread, data_dir: Path, writer: dict[str, str]
+) -> None:
+    _post_world(server, writer)
+    result = _audit(data_dir, server, "history", "invoice", INVOICE)
+    assert result.exit_code == 0, result.output
+    _fits(result.output)
+    for part in ("invoice.submit", "L1", "challenge/7", "payment/1", "denied"):
+        assert part in result.output
+    assert "another-invoice" not in result.output
+    assert _seqs(result.output) == ["1", "2", "4", "5"]  # oldest first
+    assert "audit verify" in result.output
+    # A line's history is that line's alone; its id holds a slash.
+    result = _audit(data_dir, server, "history", "invoice-line", f"{INVOICE}/L1")
+    assert result.exit_code == 0, result.output
+    assert _seqs(result.output) == ["2"]
+
+
+def test_history_pages_with_limit_and_all(
+    server: ServerThread, data_dir: Path, writer: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cef_cli.audit
+
+    _post_world(server, writer)
+    result = _audit(data_dir, server, "history", "invoice", INVOICE, "--limit", "2")
+    assert result.exit_code == 0, result.output
+    assert _seqs(result.output) == ["1", "2"]
+    assert "More events follow" in result.output
+    assert "--all" in result.output
+    # --all follows the cursor page after page (pages of two here).
+    monkeypatch.setattr(cef_cli.audit, "HISTORY_PAGE", 2)
+    result = _audit(data_dir, server, "history", "invoice", INVOICE, "--all")
+    assert result.exit_code == 0, result.output
+    assert _seqs(result.output) == [
+        "1",
+        "2",
+        "4",
+        "5",
+    ]
+    assert "More events follow" not in result.output
+
+
+def test_history_of_an_entity_without_events_suggests_where_to_look(
+    server: ServerThread, data_dir: Path
+) -> None:
+    result = _audit(data_dir, server, "history", "invoice", "no-such-invoice")
+    assert result.exit_code == 0, result.output
+    assert "no events about invoice no-such-invoice" in result.output
+    assert "audit events --entity no-such-invoice" in _words(result.output)
+
+
+def test_summary_counts_the_period_then_points_at_the_refusals(
+    server: ServerThread, data_dir: Path, writer: dict[str, str]
+) -> None:
+    _post_world(server, writer)
+    result = _audit(data_dir, server, "summary", "--since", "2000-01-01T00:00:00Z")
+    assert result.exit_code == 0, result.output
+    _fits(result.output)
+    assert "5 events from 2000-01-01T00:00:00.000000Z to now" in result.output
+    rows = [line.split() for line in result.output.splitlines()]
+    [submit] = [row for row in rows if row[:1] == ["invoice.submit"]]
+    assert submit == ["invoice.submit", "2", "2", "0", "0"]  # events, success, failure, denied
+    [everything] = [row for row in rows if row[:1] == ["all"]]
+    assert everything == ["all", "5", "4", "0", "1"]
+    assert "audit events --outcome denied --since 2000-01-01T00:00:00Z" in _words(result.output)
+
+
+def test_summary_with_a_time_without_zone_says_what_to_change(server: ServerThread, data_dir: Path) -> None:
+    result = _audit(data_dir, server, "summary", "--since", "2026-11-01T00:00:00")
+    assert result.exit_code == 1
+    assert "needs a time zone" in result.output
+
+
+def test_history_and_summary_help_give_an_example() -> None:
+    for command in ("history", "summary"):
+        result = runner.invoke(cef, ["audit", command, "--help"])
+        assert result.exit_code == 0
+        assert f"For example: cef audit {command}" in " ".join(result.output.split())

@@ -13,8 +13,10 @@ from fastapi import FastAPI
 
 from cef_audit.access import refusal_sink
 from cef_audit.config import Settings
+from cef_audit.events.entities import router as entities_router
 from cef_audit.events.reidentifications import router as reidentifications_router
 from cef_audit.events.router import router as events_router
+from cef_audit.events.summary import router as summary_router
 from cef_audit.heap import keep_freed_heap
 from cef_audit.integrity.router import router as integrity_router
 from cef_audit.log.sequencer import AuditLog
@@ -77,7 +79,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             title="CEF audit",
             description="Append-only, tamper-evident log of every access to patient data.",
             migrations=MIGRATIONS,
-            routers=[events_router, reidentifications_router, integrity_router],
+            routers=[
+                events_router,
+                reidentifications_router,
+                entities_router,
+                summary_router,
+                integrity_router,
+            ],
             audit_url=None,
             lifespan=_lifespan,
             body_limits=[("/v1/events", settings.max_events_body_bytes)],

@@ -48,6 +48,7 @@ async def test_tokeniser_unreachable_during_a_submission_stores_nothing(
     events = [(e["type"], e["action"], e["outcome"]) for e in payloads if e["type"].startswith("invoice.")]
     assert events == [
         ("invoice.submit", "create", "success"),
+        ("invoice.validate.start", "execute", "success"),
         ("invoice.validate", "execute", "failure"),
         ("invoice.submit", "delete", "failure"),
     ]

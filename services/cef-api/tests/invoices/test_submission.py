@@ -191,9 +191,10 @@ async def test_refusals_and_submissions_are_audited(loaded: Api, world: generate
     assert [(e["type"], e["outcome"]) for e in events] == [
         ("invoice.submit", "failure"),
         ("invoice.submit", "success"),
+        ("invoice.validate.start", "success"),
         ("invoice.validate", "success"),
     ]
-    assert events[2]["detail"]["valid"] == int(generate_world.summary_of(inv)["valid"])
+    assert events[3]["detail"]["valid"] == int(generate_world.summary_of(inv)["valid"])
 
 
 async def test_amounts_beyond_32_bit_pennies_are_stored_and_summed_exactly(

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import orjson
 
 from cef_audit.log.records import now_stamp
+from cef_common.csvout import csv_cell
 
 ExportFormat = Literal["jsonl", "csv", "fhir"]
 
@@ -20,9 +21,6 @@ MEDIA_TYPES: dict[str, str] = {
     "fhir": "application/fhir+json",
 }
 EXTENSIONS = {"jsonl": "jsonl", "csv": "csv", "fhir": "json"}
-
-# Characters that make a spreadsheet treat a cell as a formula (OWASP: CSV injection).
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 CSV_COLUMNS = (
     "seq",
@@ -53,20 +51,6 @@ CSV_COLUMNS = (
 def jsonl(items: Iterable[dict[str, Any]]) -> Iterator[bytes]:
     for item in items:
         yield orjson.dumps(item) + b"\n"
-
-
-def csv_cell(value: Any) -> str:
-    """The text of one cell, with a leading quote when it would otherwise start a formula."""
-    if value is None:
-        return ""
-    text = (
-        value
-        if isinstance(value, str)
-        else orjson.dumps(value).decode()
-        if isinstance(value, dict | list)
-        else str(value)
-    )
-    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def csv_row(item: dict[str, Any]) -> list[str]:

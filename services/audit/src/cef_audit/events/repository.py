@@ -32,6 +32,10 @@ class EventFilter:
     type: tuple[str, ...] = ()
     entity: str | None = None
     entity_type: str | None = None
+    # With `entity`: also every event whose entity id starts with "{entity}/", whatever its entity
+    # type: the entity's parts (an invoice's lines "{invoice}/{line_ref}", its challenges
+    # "{invoice}/challenge/{id}" and payments "{invoice}/payment/{n}").
+    parts: bool = False
     outcome: tuple[str, ...] = ()
     source: tuple[str, ...] = ()
     since: datetime | None = None
@@ -62,7 +66,7 @@ class EventFilter:
         its keyed digest and length (cef_common.redact)."""
         out: dict[str, Any] = {}
         for key, value in asdict(self).items():
-            if value in (None, ()):
+            if value is None or value == () or value is False:
                 continue
             out[key] = (
                 utc_stamp(value)
@@ -104,12 +108,17 @@ def decode_cursor(cursor: str, order: Order) -> int:
     return seq
 
 
+def _like_prefix(column: sa.ColumnElement[str], prefix: str) -> sa.ColumnElement[bool]:
+    """`column LIKE 'prefix%'` with the wildcards (and the escape character) of `prefix` escaped."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(escaped + "%", escape="\\")
+
+
 def _type_clause(patterns: tuple[str, ...]) -> sa.ColumnElement[bool]:
     clauses: list[sa.ColumnElement[bool]] = []
     for pattern in patterns:
         if pattern.endswith("*"):
-            prefix = pattern[:-1].replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            clauses.append(audit_events.c.type.like(prefix + "%", escape="\\"))
+            clauses.append(_like_prefix(audit_events.c.type, pattern[:-1]))
         else:
             clauses.append(audit_events.c.type == pattern)
     return sa.or_(*clauses)
@@ -125,6 +134,21 @@ def _detail_equals(conn: Connection, key: str, value: str) -> sa.ColumnElement[b
         return found == value
     extracted: sa.ColumnElement[str] = sa.func.json_extract(sa.cast(canonical, sa.Text), f"$.detail.{key}")
     return extracted == value
+
+
+def _id_starts_with(conn: Connection, prefix: str) -> sa.ColumnElement[bool]:
+    """The entity id starts with `prefix`, case-sensitively and whatever characters `prefix` holds.
+
+    SQLite: a half-open range [prefix, prefix with its last character incremented), which its
+    entity id index answers; SQLite compares text byte by byte (BINARY) and UTF-8 sorts as code
+    points do, so the range holds exactly the ids with that prefix. Its LIKE would not do: it ignores
+    the case of ASCII letters. PostgreSQL: LIKE with `%`, `_` and the escape character escaped,
+    which is exact under any (deterministic) collation; the same range would not be, since a
+    linguistic collation (en_US, ICU) orders `x/`, `X#` or `X\\` between `X/` and `X0`."""
+    ids = audit_events.c.entity_id
+    if conn.dialect.name == "sqlite":
+        return sa.and_(ids >= prefix, ids < prefix[:-1] + chr(ord(prefix[-1]) + 1))
+    return _like_prefix(ids, prefix)
 
 
 _LAST = "SELECT seq, recorded_at FROM audit_events ORDER BY seq DESC LIMIT 1"
@@ -184,10 +208,16 @@ def _where(conn: Connection, f: EventFilter) -> list[sa.ColumnElement[bool]]:
         where.append(c.action.in_(f.action))
     if f.type:
         where.append(_type_clause(f.type))
-    if f.entity is not None:
-        where.append(c.entity_id == f.entity)
-    if f.entity_type is not None:
-        where.append(c.entity_type == f.entity_type)
+    if f.entity is not None and f.parts:
+        itself = c.entity_id == f.entity
+        if f.entity_type is not None:
+            itself = sa.and_(itself, c.entity_type == f.entity_type)
+        where.append(sa.or_(itself, _id_starts_with(conn, f.entity + "/")))
+    else:
+        if f.entity is not None:
+            where.append(c.entity_id == f.entity)
+        if f.entity_type is not None:
+            where.append(c.entity_type == f.entity_type)
     if f.outcome:
         where.append(c.outcome.in_(f.outcome))
         if COMMON_OUTCOME not in f.outcome:
@@ -252,3 +282,28 @@ def iterate_events(
         if next_after is None:
             return
         after = next_after
+
+
+@dataclass(frozen=True)
+class CountRow:
+    """How many events of one type had one outcome for one organisation (None: no organisation)."""
+
+    type: str
+    outcome: str
+    org: str | None
+    count: int
+
+
+def count_events(engine: Engine, f: EventFilter) -> list[CountRow]:
+    """Counts of the matching events by (type, outcome, actor organisation), counted by the database
+    in one pass over the index columns (GROUP BY), the time bounds as a seq range as listings have
+    them: a summary of millions of events never brings one of them into this process."""
+    c = audit_events.c
+    with engine.connect() as conn:
+        stmt = (
+            sa.select(c.type, c.outcome, c.actor_org, sa.func.count().label("n"))
+            .where(*_where(conn, f))
+            .group_by(c.type, c.outcome, c.actor_org)
+        )
+        rows = conn.execute(stmt).all()
+    return [CountRow(type=r.type, outcome=r.outcome, org=r.actor_org, count=int(r.n)) for r in rows]

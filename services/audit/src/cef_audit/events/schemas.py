@@ -61,3 +61,41 @@ class EventPage(BaseModel):
         "prev_hash, …) plus their hash: SHA-256 of the record's RFC 8785 serialisation without `hash`"
     )
     next_cursor: str | None
+
+
+SUMMARY_EXAMPLE: dict[str, Any] = {
+    "since": "2026-11-01T00:00:00.000000Z",
+    "until": "2026-12-01T00:00:00.000000Z",
+    "total": 1318,
+    "by_type": {"invoice.read": 1204, "patient.reidentify": 97, "access.refused": 17},
+    "by_outcome": {"success": 1290, "denied": 25, "failure": 3},
+    "by_org": {"00C": 1115, "RTR": 186, "(none)": 17},
+    "by_type_outcome": {
+        "invoice.read": {"success": 1201, "failure": 3},
+        "patient.reidentify": {"success": 89, "denied": 8},
+        "access.refused": {"denied": 17},
+    },
+}
+
+
+class EventSummary(BaseModel):
+    """How many events the log recorded in a period, counted four ways."""
+
+    model_config = ConfigDict(json_schema_extra=model_examples([SUMMARY_EXAMPLE]))
+
+    since: str | None = Field(
+        description="the period's start as asked (inclusive, UTC); null: the log's start"
+    )
+    until: str | None = Field(description="the period's end as asked (exclusive, UTC); null: up to now")
+    total: int = Field(description="every event recorded in the period")
+    by_type: dict[str, int] = Field(description="events per type, the most frequent first")
+    by_outcome: dict[str, int] = Field(
+        description="events per outcome (success, denied, failure; each present, 0 when none)"
+    )
+    by_org: dict[str, int] = Field(
+        description='events per actor organisation (ODS code), the most frequent first; "(none)" counts '
+        "the events whose actor names no organisation (anonymous callers, the services themselves)"
+    )
+    by_type_outcome: dict[str, dict[str, int]] = Field(
+        description="per type (in the order of by_type), its events per outcome that occurred"
+    )

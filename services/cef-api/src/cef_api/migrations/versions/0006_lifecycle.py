@@ -3,8 +3,8 @@ payments and the ledger reference.
 
 `invoice_line.query_state` is written only once a query line moves (validation writes none, so the
 bulk insert of a million lines is unchanged): NULL on a query line reads as `query`. Query lines
-decided before this migration take the state of their decision. The query lines' index by line
-number serves the staff work queue, which reads query lines invoice by invoice in line order.
+decided before this migration take the state of their decision. The staff work queue reads query
+lines invoice by invoice in line order through the existing (invoice_seq, line_no) index.
 
 Revision ID: 0006
 Revises: 0005
@@ -20,9 +20,6 @@ down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-QUERY_LINES = "outcome = 'query'"
-
-
 def upgrade() -> None:
     op.add_column("invoice", sa.Column("paid_pennies", sa.BigInteger(), nullable=False, server_default="0"))
     op.add_column("invoice", sa.Column("ledger_reference", sa.String(40), nullable=True))
@@ -35,13 +32,6 @@ def upgrade() -> None:
     op.execute(
         "UPDATE invoice_line SET query_state = CASE decision WHEN 'accept' THEN 'accepted' "
         "ELSE 'rejected' END WHERE outcome = 'query' AND decision IS NOT NULL"
-    )
-    op.create_index(
-        "ix_invoice_line_query_no",
-        "invoice_line",
-        ["invoice_seq", "line_no"],
-        sqlite_where=sa.text(QUERY_LINES),
-        postgresql_where=sa.text(QUERY_LINES),
     )
 
     op.create_table(
@@ -97,7 +87,6 @@ def downgrade() -> None:
     for name in ("ix_challenge_commissioner", "ix_challenge_provider", "ix_challenge_line", "ix_challenge_invoice"):
         op.drop_index(name, table_name="challenge")
     op.drop_table("challenge")
-    op.drop_index("ix_invoice_line_query_no", table_name="invoice_line")
     op.drop_column("invoice_line", "query_state")
     op.drop_index("uq_invoice_ledger_reference", table_name="invoice")
     for column in ("withdraw_reason", "withdrawn_by", "withdrawn_at", "ledger_reference", "paid_pennies"):
