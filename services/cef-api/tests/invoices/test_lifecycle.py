@@ -169,7 +169,7 @@ async def test_payments_move_the_invoice_to_part_paid_then_paid(
     )
     assert r.status_code == 409
     assert r.json()["code"] == "invalid-transition"
-    assert r.json()["status"] == "paid"
+    assert r.json()["state"] == "paid"
     assert "is paid" in r.json()["detail"]
 
     listed = (await api.client.get(f"{base}/payments", headers=finance)).json()["items"]
@@ -216,7 +216,7 @@ async def test_a_validated_invoice_takes_no_payment(api: Api, world: generate_wo
     )
     assert r.status_code == 409
     problem = r.json()
-    assert problem["status"] == "validated"
+    assert problem["state"] == "validated"
     assert problem["allowed_from"] == ["approved", "part-approved", "part-paid"]
 
 
@@ -249,7 +249,7 @@ async def test_withdrawal_before_approval_only_by_the_provider(api: Api, world: 
     staff = api.h("invoices:validate", org=commissioner)
     r = await api.client.post(f"{base}/approve", headers=staff)
     assert r.status_code == 409
-    assert r.json()["status"] == "withdrawn"
+    assert r.json()["state"] == "withdrawn"
     r = await api.client.post(f"{base}/withdraw", headers=api.h("invoices:submit", org=provider))
     assert r.status_code == 409
     assert r.json()["code"] == "invalid-transition"
@@ -265,7 +265,7 @@ async def test_an_approved_invoice_cannot_be_withdrawn(api: Api, world: generate
         headers=api.h("invoices:submit", org=inv.header["provider_code"]),
     )
     assert r.status_code == 409
-    assert r.json()["status"] == approved["status"]
+    assert r.json()["state"] == approved["status"]
     assert r.json()["allowed_from"] == ["validated"]
 
 

@@ -69,7 +69,7 @@ def ensure_invoice_step(invoice: Invoice, *targets: str) -> None:
     step = _STEP_NAMES.get(targets[0], targets[0])
     raise InvalidTransition(
         f"the invoice is {invoice.status}; it can be {step} only when it is {' or '.join(sources)}",
-        extra={"status": invoice.status, "allowed_from": sources},
+        extra={"state": invoice.status, "allowed_from": sources},
         refusal=True,
     )
 
@@ -110,7 +110,7 @@ def ensure_line_step(line: InvoiceLine, target: str, *, line_ref: str) -> None:
     if line.outcome != "query":
         raise InvalidTransition(
             f"line {line_ref} is {line.outcome}; only query lines are challenged or decided",
-            extra={"status": line.outcome, "allowed_from": allowed_from(LINE_TRANSITIONS, target)},
+            extra={"state": line.outcome, "allowed_from": allowed_from(LINE_TRANSITIONS, target)},
             refusal=True,
         )
     if target in LINE_TRANSITIONS[state]:
@@ -119,7 +119,7 @@ def ensure_line_step(line: InvoiceLine, target: str, *, line_ref: str) -> None:
     step = _STEP_NAMES.get(target, target)
     raise InvalidTransition(
         f"line {line_ref} is {state}; it can be {step} only when it is {' or '.join(sources)}",
-        extra={"status": state, "allowed_from": sources},
+        extra={"state": state, "allowed_from": sources},
         refusal=True,
     )
 

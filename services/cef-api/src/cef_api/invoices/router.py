@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BeforeValidator
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
-from cef_api.invoices import payments, reidentify, service
+from cef_api.invoices import exports, payments, reidentify, service
 from cef_api.invoices.schemas import (
     ApprovedPage,
     DecisionIn,
@@ -31,6 +31,7 @@ from cef_api.invoices.schemas import (
 )
 from cef_api.invoices.upload import receive_upload
 from cef_common.auth import Principal, PrincipalDep, require_scopes
+from cef_common.csvout import CSV_MEDIA_TYPE, attachment, wants_csv
 from cef_common.db import SessionDep
 from cef_common.openapi import problems, requires, schema_of
 
@@ -50,7 +51,7 @@ _BAD_CURSOR = problems(
 
 _INVALID_TRANSITION = (
     "invalid-transition: the invoice's status does not allow this step (the detail names it; "
-    "`status` and `allowed_from` say the same)"
+    "`state` and `allowed_from` say the same)"
 )
 
 
@@ -208,18 +209,60 @@ def list_invoices(
     )
 
 
+def _csv_download(description: str, **examples: str) -> dict[str, Any]:
+    """The text/csv answer of a route that also answers JSON (`Accept: text/csv` asks for it)."""
+    return {
+        "schema": {"type": "string", "description": description},
+        "examples": {name: {"summary": name, "value": text} for name, text in examples.items()},
+    }
+
+
+_CSV_HEADERS = {
+    "Content-Disposition": {
+        "description": 'CSV only: attachment; filename="...csv"',
+        "schema": {"type": "string"},
+    }
+}
+
+
+def _stream(export: exports.Export) -> StreamingResponse:
+    headers = {**attachment(export.filename), "Cache-Control": "no-store"}
+    return StreamingResponse(export.chunks, media_type=CSV_MEDIA_TYPE, headers=headers)
+
+
 @router.get(
     "/invoices/approved-to-pay",
     response_model=ApprovedPage,
-    summary="Approved and part-approved invoices of the caller's commissioner, with the amounts to pay",
-    responses=_BAD_CURSOR,
+    summary="Approved and part-approved invoices of the caller's commissioner, with the amounts to pay "
+    "(Accept: text/csv: every page as one CSV download)",
+    responses={
+        200: {
+            "description": "A page of invoices (JSON), or with `Accept: text/csv` all of them as CSV "
+            "(limit and cursor are then ignored)",
+            "headers": _CSV_HEADERS,
+            "content": {
+                "text/csv": _csv_download(
+                    "One row per invoice; cells that would start a formula are led by an apostrophe",
+                    finance=exports.APPROVED_CSV_EXAMPLE,
+                )
+            },
+        },
+        **_BAD_CURSOR,
+    },
 )
 def approved_to_pay(
+    request: Request,
     session: SessionDep,
     principal: Commissioner,
     limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 100,
     cursor: str | None = None,
-) -> ApprovedPage:
+) -> ApprovedPage | StreamingResponse:
+    if wants_csv(request.headers.get("accept")):
+        return _stream(
+            exports.approved_export(
+                engine=request.app.state.engine, principal=principal, page_size=exports.PAGE_INVOICES
+            )
+        )
     return service.approved_to_pay(session, principal=principal, limit=limit, cursor=cursor)
 
 
@@ -236,13 +279,28 @@ def get_invoice(invoice_id: str, session: SessionDep, principal: Reader) -> Invo
         200: {
             "model": LinePage | LineDetailPage,
             "description": "Providers get LinePage (outcomes); CEF staff get LineDetailPage (with patient "
-            "tokens and decisions)",
+            "tokens and decisions). With `Accept: text/csv`, every line (of `outcome`, if given) as one "
+            "CSV download: providers the outcome columns, CEF staff the detail (audited as one read)",
+            "headers": _CSV_HEADERS,
+            "content": {
+                "text/csv": _csv_download(
+                    "One row per line, in line order; reasons ;-joined, explanation their summaries. "
+                    "CEF staff also get: "
+                    + ", ".join(exports.STAFF_COLUMNS[len(exports.PROVIDER_COLUMNS) :])
+                    + ". Cells that would start a formula are led by an apostrophe",
+                    provider=exports.LINES_CSV_EXAMPLE,
+                    staff=exports.STAFF_LINES_CSV_EXAMPLE,
+                )
+            },
         },
         **problems(
             400,
+            409,
             described={
                 400: "bad-cursor: pass the next_cursor of the previous page unchanged",
                 403: "finance (invoices:read alone) never sees line-level data",
+                409: "invoice-not-ready: a CSV export of an invoice still being validated; wait until it "
+                "is validated",
             },
         ),
     },
@@ -255,7 +313,20 @@ def list_lines(
     outcome: Annotated[LineOutcome | None, Query(description="only lines with this outcome")] = None,
     limit: Annotated[int, Query(ge=1, le=service.MAX_PAGE)] = 1000,
     cursor: str | None = None,
-) -> LinePage | LineDetailPage:
+) -> LinePage | LineDetailPage | StreamingResponse:
+    if wants_csv(request.headers.get("accept")):
+        # The export's event is committed before the first byte is streamed, as a page's is.
+        with Session(request.app.state.engine) as session:
+            export = exports.line_export(
+                session,
+                engine=request.app.state.engine,
+                principal=principal,
+                invoice_id=invoice_id,
+                outcome=outcome,
+                page_size=exports.PAGE_LINES,
+            )
+            session.commit()
+        return _stream(export)
     # Its own transaction, committed before the answer leaves: a staff read is audited or not served.
     with Session(request.app.state.engine) as session:
         page = service.list_lines(

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from cef_api.reasons.schemas import REASON_EXAMPLE, ReasonExplained
 from cef_common.openapi import model_examples
 from cef_common.redact import identifiers_in
 
@@ -49,8 +50,8 @@ _INVOICE_EXAMPLE: dict[str, Any] = {
 _LINE_EXAMPLE: dict[str, Any] = {
     "line_ref": "00002",
     "outcome": "query",
-    "reasons": ["NOT_RESPONSIBLE_COMMISSIONER"],
-    "responsible_commissioner": "00K",
+    "reasons": ["PRICE_MISMATCH"],
+    "responsible_commissioner": "00L",
     "expected_amount": "503.46",
 }
 _LINE_DETAIL_EXAMPLE: dict[str, Any] = {
@@ -61,7 +62,8 @@ _LINE_DETAIL_EXAMPLE: dict[str, Any] = {
     "hrg_code": "MH10C",
     "point_of_delivery": "OPFA",
     "service_code": None,
-    "claimed_amount": "503.46",
+    "claimed_amount": "512.00",
+    "state": "challenged",
     "decision": None,
     "decided_amount": None,
     "decision_reason": None,
@@ -199,6 +201,11 @@ class LineDetailOut(LineOut):
     point_of_delivery: str | None
     service_code: str | None
     claimed_amount: str | None
+    state: str | None = Field(
+        default=None,
+        description="A query line's state (query, challenged, responded, accepted, rejected); null on "
+        "valid and rejected lines",
+    )
     decision: str | None
     decided_amount: str | None
     decision_reason: str | None
@@ -210,22 +217,32 @@ class LinePage(BaseModel):
     """What a provider gets."""
 
     model_config = ConfigDict(
-        json_schema_extra=model_examples([{"items": [_LINE_EXAMPLE], "next_cursor": None}])
+        json_schema_extra=model_examples(
+            [{"items": [_LINE_EXAMPLE], "next_cursor": None, "reasons_explained": [REASON_EXAMPLE]}]
+        )
     )
 
     items: list[LineOut]
     next_cursor: str | None
+    reasons_explained: list[ReasonExplained] = Field(
+        default_factory=list, description="What each reason code on this page means, and what to do"
+    )
 
 
 class LineDetailPage(BaseModel):
     """What CEF staff get."""
 
     model_config = ConfigDict(
-        json_schema_extra=model_examples([{"items": [_LINE_DETAIL_EXAMPLE], "next_cursor": None}])
+        json_schema_extra=model_examples(
+            [{"items": [_LINE_DETAIL_EXAMPLE], "next_cursor": None, "reasons_explained": [REASON_EXAMPLE]}]
+        )
     )
 
     items: list[LineDetailOut]
     next_cursor: str | None
+    reasons_explained: list[ReasonExplained] = Field(
+        default_factory=list, description="What each reason code on this page means, and what to do"
+    )
 
 
 class DecisionIn(BaseModel):

@@ -47,6 +47,7 @@ from cef_api.invoices.schemas import (
     pennies,
 )
 from cef_api.locks import transaction_lock
+from cef_api.reasons.catalogue import explain_lines
 from cef_api.reference import repository as reference_repository
 from cef_api.spool import EncryptedSpool
 from cef_api.tokeniser_client import TokeniserClient, TokeniserUnavailable
@@ -468,11 +469,21 @@ def _may_see(principal: Principal, invoice: Invoice) -> bool:
         return False
 
 
+def line_reasons(line: InvoiceLine) -> list[str]:
+    """The line's reason codes, whole and in their stored (sorted) order."""
+    return line.reasons.split(";") if line.reasons else []
+
+
+def query_state(line: InvoiceLine) -> str | None:
+    """A query line's state; None for a line of another outcome, which has none."""
+    return lifecycle.line_state(line) if line.outcome == "query" else None
+
+
 def _line_out(line: InvoiceLine) -> LineOut:
     return LineOut(
         line_ref=line.line_ref,
         outcome=line.outcome,
-        reasons=line.reasons.split(";") if line.reasons else [],
+        reasons=line_reasons(line),
         responsible_commissioner=line.responsible_commissioner,
         expected_amount=money(line.expected_pennies),
     )
@@ -488,12 +499,30 @@ def _line_detail(line: InvoiceLine) -> LineDetailOut:
         point_of_delivery=line.point_of_delivery,
         service_code=line.service_code,
         claimed_amount=money(line.claimed_pennies),
+        state=query_state(line),
         decision=line.decision,
         decided_amount=money(line.decided_pennies),
         decision_reason=line.decision_reason,
         decided_by=line.decided_by,
         decided_at=line.decided_at,
     )
+
+
+def line_reader(session: Session, *, principal: Principal, invoice_id: str) -> tuple[Invoice, Role]:
+    """The invoice whose lines the caller asks for, and as whom: its provider or its CEF staff;
+    finance is refused (403), anyone else answered as if the invoice did not exist (404)."""
+    invoice, role = get_invoice(session, principal=principal, invoice_id=invoice_id)
+    if role is Role.FINANCE:
+        raise Forbidden(
+            "finance sees invoice headers, summaries and approved amounts, never line-level data",
+            code="lines-not-for-finance",
+        )
+    return invoice, role
+
+
+def check_outcome(outcome: str | None) -> None:
+    if outcome is not None and outcome not in OUTCOMES:
+        raise BadRequest(f"outcome must be one of {', '.join(OUTCOMES)}", code="bad-outcome")
 
 
 def list_lines(
@@ -505,14 +534,8 @@ def list_lines(
     limit: int,
     cursor: str | None,
 ) -> LinePage | LineDetailPage:
-    invoice, role = get_invoice(session, principal=principal, invoice_id=invoice_id)
-    if role is Role.FINANCE:
-        raise Forbidden(
-            "finance sees invoice headers, summaries and approved amounts, never line-level data",
-            code="lines-not-for-finance",
-        )
-    if outcome is not None and outcome not in OUTCOMES:
-        raise BadRequest(f"outcome must be one of {', '.join(OUTCOMES)}", code="bad-outcome")
+    invoice, role = line_reader(session, principal=principal, invoice_id=invoice_id)
+    check_outcome(outcome)
     limit = _limit(limit)
     assert invoice.seq is not None
     rows = repository.page_lines(
@@ -520,8 +543,11 @@ def list_lines(
     )
     page = rows[:limit]
     next_cursor = str(page[-1].line_no) if len(rows) > limit else None
+    explained = explain_lines(line_reasons(r) for r in page)
     if role is Role.PROVIDER:
-        return LinePage(items=[_line_out(r) for r in page], next_cursor=next_cursor)
+        return LinePage(
+            items=[_line_out(r) for r in page], next_cursor=next_cursor, reasons_explained=explained
+        )
     record_invoice_event(
         session,
         action="read",
@@ -532,7 +558,9 @@ def list_lines(
         count=len(page),
         detail={"outcome": outcome, "with": "patient_token"},
     )
-    return LineDetailPage(items=[_line_detail(r) for r in page], next_cursor=next_cursor)
+    return LineDetailPage(
+        items=[_line_detail(r) for r in page], next_cursor=next_cursor, reasons_explained=explained
+    )
 
 
 # --- workflow -------------------------------------------------------------------------------------------
@@ -600,7 +628,7 @@ def _ensure_deciding(invoice: Invoice) -> None:
         raise InvoiceNotReady(
             f"the invoice is {invoice.status}; "
             "its lines can be challenged or decided only while it is validated and not yet approved",
-            extra={"status": invoice.status},
+            extra={"state": invoice.status},
             refusal=True,
         )
 
