@@ -11,6 +11,7 @@ import os
 import re
 import shlex
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
 
@@ -252,3 +253,188 @@ def command_line(args: list[str], indent: str = "", env_prefix: str = "") -> str
             current += " " + word
     lines.append(current)
     return "\n".join(lines)
+
+
+# --- the roles of the invoice lifecycle (docs/cli.md) ---------------------------------------------
+
+# The scope a development token carries for each role; its org is the provider (trust) code for a
+# provider, the commissioner's code for every other role.
+ROLE_SCOPES = {
+    "provider": "invoices:submit",
+    "staff": "invoices:validate",
+    "finance": "invoices:read",
+    "board": "reports:read",
+}
+
+
+class Role(StrEnum):
+    """`--as` of a command several roles may use."""
+
+    provider = "provider"
+    staff = "staff"
+    finance = "finance"
+
+
+class LineRole(StrEnum):
+    """`--as` of a command that reads lines: finance never sees line-level data."""
+
+    provider = "provider"
+    staff = "staff"
+
+
+def org_code(org: str) -> str:
+    return org.strip().upper()
+
+
+def role_token(data_dir: Path, *, role: str, org: str) -> str:
+    """A development token for `role` of `org`, its subject naming both (`00C-staff`)."""
+    code = org_code(org)
+    return local_token(data_dir, scope=ROLE_SCOPES[role], audience="cef-api", org=code, sub=f"{code}-{role}")
+
+
+def api_client(data_dir: Path, *, role: str, org: str) -> httpx.Client:
+    """A client of the local CEF API acting as `role` of `org`."""
+    import httpx
+
+    return httpx.Client(
+        base_url=service_url("cef-api"),
+        headers={"Authorization": f"Bearer {role_token(data_dir, role=role, org=org)}"},
+        timeout=httpx.Timeout(600, connect=5),
+    )
+
+
+def segment(value: str) -> str:
+    """One path segment: a provider's line_ref may hold '/', '?', '#' or spaces."""
+    from urllib.parse import quote
+
+    return quote(value, safe="")
+
+
+def expect(response: httpx.Response, *statuses: int) -> Any:
+    """The JSON body of a response with one of `statuses` (200 unless told); any other ends the
+    command with the service's problem."""
+    if response.status_code not in (statuses or (200,)):
+        fail(problem_text(response))
+    return response.json()
+
+
+def all_pages(
+    client: httpx.Client, path: str, *, what: str, params: dict[str, Any] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every item of a paged list (following next_cursor), with the first page's other fields
+    (its reasons_explained those of every page); `what` names the items in the progress shown on
+    stderr."""
+    items: list[dict[str, Any]] = []
+    first: dict[str, Any] | None = None
+    query = {k: v for k, v in (params or {}).items() if v is not None}
+    with console.status(f"fetching {what}…") as status:
+        while True:
+            page = expect(call(client, "GET", path, params=query))
+            if first is None:
+                first = page
+            elif page.get("reasons_explained"):
+                known = {e.get("code") for e in first.get("reasons_explained") or []}
+                more = [e for e in page["reasons_explained"] if e.get("code") not in known]
+                first["reasons_explained"] = [*(first.get("reasons_explained") or []), *more]
+            items += page["items"]
+            status.update(f"fetching {what}… {len(items)}")
+            if not page.get("next_cursor"):
+                return items, first
+            query["cursor"] = page["next_cursor"]
+
+
+def print_next(text: str, args: list[str], data_dir: Path) -> None:
+    """What to do next, as a command the user can paste (it reaches the API this command did)."""
+    line = command_line([*args, *data_dir_args(data_dir)], env_prefix=service_env("cef-api"))
+    out.print(f"\n{text}\n{line}", soft_wrap=True, highlight=False, markup=False)
+
+
+def wrapped(text: str, *, indent: str = "  ", first: str | None = None) -> str:
+    """`text` wrapped to COLUMNS, every line after the first indented a little more."""
+    import textwrap
+
+    return textwrap.fill(
+        text,
+        COLUMNS - 1,
+        initial_indent=indent if first is None else first,
+        subsequent_indent=indent + "  ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
+def explain_reasons(codes: list[str], explained: list[dict[str, Any]]) -> None:
+    """Each reason code shown, once, with its one-sentence explanation, wrapped to COLUMNS."""
+    by_code = {str(e.get("code")): e for e in explained}
+    shown = [c for c in dict.fromkeys(codes) if c]
+    if not shown:
+        return
+    out.print("\nWhat the reasons mean:", highlight=False)
+    for code in shown:
+        summary = str(by_code.get(code, {}).get("summary") or "(no explanation known)")
+        out.print(wrapped(f"{code}: {summary}"), highlight=False, markup=False)
+
+
+def reasons_width(codes: list[str]) -> int:
+    """A reasons column at least as wide as its longest code: a code is never broken."""
+    return max((len(c) for c in codes), default=7)
+
+
+def download(
+    client: httpx.Client,
+    path: str,
+    *,
+    output: Path,
+    params: dict[str, Any] | None = None,
+    total_lines: int | None = None,
+) -> tuple[int, int]:
+    """Streams a CSV answer of the API into `output`, showing bytes and lines on stderr; returns
+    (bytes, rows after the header). A failed request leaves no file behind."""
+    import httpx
+    from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn
+
+    written = newlines = 0
+    partial = output.with_name(output.name + ".part")
+    try:
+        with client.stream("GET", path, params=params, headers={"Accept": "text/csv"}) as r:
+            if r.status_code != 200:
+                r.read()
+                fail(problem_text(r))
+            columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), DownloadColumn()]
+            # Drawn only on a terminal: a log or a pipe gets the one line the command prints after.
+            bar = Progress(*columns, console=console, transient=True, disable=not console.is_terminal)
+            with bar as progress, partial.open("wb") as f:
+                task = progress.add_task(f"{output.name}: 0 lines", total=None)
+                for chunk in r.iter_bytes():
+                    f.write(chunk)
+                    written += len(chunk)
+                    newlines += chunk.count(b"\n")
+                    rows = max(newlines - 1, 0)
+                    done = f"{rows}/{total_lines}" if total_lines is not None else str(rows)
+                    progress.update(task, completed=written, description=f"{output.name}: {done} lines")
+    except httpx.HTTPError as exc:
+        partial.unlink(missing_ok=True)
+        fail(
+            f"nothing answered at {client.base_url} ({type(exc).__name__}): "
+            "is `cef up` running, on the ports this shell's CEF_*_PORT settings name?",
+            code=UNREACHABLE,
+        )
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(output)
+    return written, max(newlines - 1, 0)
+
+
+def money_cell(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def reason_catalogue(client: httpx.Client) -> list[dict[str, Any]]:
+    """GET /v1/reasons: each reason code with its explanation; [] when the API cannot say (the
+    explanation is a help, never a reason for a command to fail)."""
+    r = call(client, "GET", "/v1/reasons")
+    if r.status_code != 200:
+        return []
+    items = r.json().get("items")
+    return [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []

@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from cef_cli import audit, invoices, keys, reference, reidentify
+from cef_cli import (
+    audit,
+    challenges,
+    finance,
+    invoices,
+    keys,
+    queries,
+    reasons,
+    reference,
+    reidentify,
+    reports,
+)
 from cef_cli.common import SERVICES, DataDirOption, out
 from cef_cli.up import up
 
@@ -23,6 +34,11 @@ app.add_typer(reference.app, name="reference")
 app.add_typer(keys.app, name="keys")
 app.add_typer(audit.app, name="audit")
 invoices.register(app)
+app.add_typer(queries.app, name="queries")
+app.add_typer(challenges.app, name="challenges")
+app.add_typer(finance.app, name="finance")
+app.add_typer(reports.app, name="reports")
+app.command("reasons")(reasons.reasons)
 reidentify.register(audit=audit.app, invoices=invoices.invoices_app)
 
 

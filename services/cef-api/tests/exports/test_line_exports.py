@@ -158,7 +158,7 @@ async def test_a_large_export_is_read_a_page_at_a_time(
 ) -> None:
     s = submitted
     reads: list[int] = []
-    real = repository.page_lines
+    real = repository.page_line_rows
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         page = real(*args, **kwargs)
@@ -166,7 +166,7 @@ async def test_a_large_export_is_read_a_page_at_a_time(
         return page
 
     monkeypatch.setattr(exports, "PAGE_LINES", 7)
-    monkeypatch.setattr(repository, "page_lines", counted)
+    monkeypatch.setattr(repository, "page_line_rows", counted)
     whole = len(s.inv.expected)
     r = await s.api.client.get(s.lines_url, headers={**s.staff, **CSV})
     _, rows = parse(r.content)
@@ -228,4 +228,4 @@ async def test_exports_are_refused_as_pages_are(submitted: Submitted) -> None:
     r = await api.client.get(s.lines_url, headers={**s.provider, **CSV})
     assert r.status_code == 409
     assert r.json()["code"] == "invoice-not-ready"
-    assert r.json()["status"] == "validating"
+    assert r.json()["state"] == "validating"

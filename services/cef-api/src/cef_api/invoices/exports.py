@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from cef_api.invoices import repository, service
 from cef_api.invoices.audit import record_invoice_event
 from cef_api.invoices.exceptions import InvoiceNotReady
-from cef_api.invoices.models import Invoice, InvoiceLine, InvoiceStatus
+from cef_api.invoices.models import Invoice, InvoiceStatus
 from cef_api.invoices.schemas import money
 from cef_api.reasons.catalogue import CATALOGUE, explain
 from cef_common.auth import Principal
@@ -124,13 +125,13 @@ def _line_count(invoice: Invoice, outcome: str | None) -> int:
 
 def _line_pages(
     engine: Engine, *, seq: int, outcome: str | None, page_size: int
-) -> Iterator[list[InvoiceLine]]:
+) -> Iterator[list[sa.Row[Any]]]:
     """The invoice's lines in line_no order, a page at a time, each read in a session of its own (no
     transaction stays open while the client reads)."""
     after: int | None = None
     while True:
         with Session(engine) as session:
-            page = repository.page_lines(
+            page = repository.page_line_rows(
                 session, seq=seq, outcome=outcome, after_line_no=after, limit=page_size
             )
         if page:

@@ -7,7 +7,7 @@ responded (-> challenged again) and query | challenged | responded -> accepted |
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from sqlmodel import Session
 
@@ -99,7 +99,16 @@ def move_invoice(
     )
 
 
-def line_state(line: InvoiceLine) -> str:
+class QueryLine(Protocol):
+    """A line as a table row or an ORM object: what its state is read from."""
+
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def query_state(self) -> str | None: ...
+
+
+def line_state(line: QueryLine) -> str:
     """The state of a query line (QueryState); NULL is a query nobody has touched."""
     return line.query_state or Q.QUERY
 

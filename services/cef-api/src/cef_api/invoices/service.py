@@ -474,7 +474,7 @@ def line_reasons(line: InvoiceLine) -> list[str]:
     return line.reasons.split(";") if line.reasons else []
 
 
-def query_state(line: InvoiceLine) -> str | None:
+def query_state(line: lifecycle.QueryLine) -> str | None:
     """A query line's state; None for a line of another outcome, which has none."""
     return lifecycle.line_state(line) if line.outcome == "query" else None
 
