@@ -56,11 +56,15 @@ def _history(up: Any, invoice_id: str) -> list[dict[str, Any]]:
 
 
 def _wait_for(up: Any, invoice_id: str, wanted: set[str]) -> list[dict[str, Any]]:
-    """The events reach the audit service through each producer's outbox: wait until they have."""
+    """The events reach the audit service through each producer's outbox: wait until they have (the
+    last one to arrive is the final payment's, which moves the invoice to paid)."""
     deadline = time.monotonic() + 60
     while True:
         events = _history(up, invoice_id)
-        if wanted <= {e["type"] for e in events} or time.monotonic() > deadline:
+        arrived = wanted <= {e["type"] for e in events}
+        if (
+            arrived and any(e.get("detail", {}).get("to") == "paid" for e in events)
+        ) or time.monotonic() > deadline:
             return events
         time.sleep(0.5)
 
@@ -84,17 +88,6 @@ def test_one_invoice_walks_the_whole_lifecycle_by_cli(up: Any, repo_root: Path) 
         assert q["line_ref"] in shown.stdout
     by_reason = {reason: q for q in queue for reason in q["reasons"]}
     challenged = by_reason.get("DOB_MISMATCH", queue[0])
-    _cef(
-        up,
-        "queries",
-        "challenge",
-        invoice_id,
-        challenged["line_ref"],
-        "--org",
-        "00C",
-        "--message",
-        "The date of birth differs from the trace; please check the patient's record.",
-    )
     # A message holding an NHS number is refused, and nothing is stored.
     refused = _cef(
         up,
@@ -111,6 +104,17 @@ def test_one_invoice_walks_the_whole_lifecycle_by_cli(up: Any, repo_root: Path) 
     assert refused.returncode != 0
     assert "476 5919" not in refused.stdout + refused.stderr
 
+    _cef(
+        up,
+        "queries",
+        "challenge",
+        invoice_id,
+        challenged["line_ref"],
+        "--org",
+        "00C",
+        "--message",
+        "The date of birth differs from the trace; please check the patient's record.",
+    )
     # The provider sees the challenge and answers it with a corrected amount.
     (challenge,) = _get(up, "cef-api", "/v1/challenges", provider_token, status="open")["items"]
     assert challenge["line_ref"] == challenged["line_ref"]
@@ -172,7 +176,7 @@ def test_one_invoice_walks_the_whole_lifecycle_by_cli(up: Any, repo_root: Path) 
             "--org",
             "00C",
         )
-    # A provider cannot approve: refused, and the refusal is audited.
+    # Approval as the provider's organisation: that invoice is not its to approve (404, audited).
     assert _cef(up, "invoices", "approve", invoice_id, "--org", "RTR", ok=False).returncode != 0
     _cef(up, "invoices", "approve", invoice_id, "--org", "00C")
     approved = _get(up, "cef-api", f"/v1/invoices/{invoice_id}", staff_token)
@@ -262,19 +266,19 @@ def test_one_invoice_walks_the_whole_lifecycle_by_cli(up: Any, repo_root: Path) 
     assert "invoice.payment" in history.stdout
     assert all(len(line) <= 80 for line in history.stdout.splitlines())
 
-    # The refusals are in the log too: the provider's approval, the challenge holding an NHS number.
+    # The refusals are in the log too: the approval as the provider, the message holding an NHS number.
     token = up.token("audit:read", "audit")
     deadline = time.monotonic() + 60
     while True:
         denied = _get(up, "audit", "/v1/events", token, outcome="denied", limit=500)["items"]
         routes = {(e["detail"].get("route"), e["detail"].get("code")) for e in denied}
         if (
-            ("/v1/invoices/{invoice_id}/approve", "insufficient-scope") in routes
+            ("/v1/invoices/{invoice_id}/approve", "not-found") in routes
             and any(code == "message-contains-identifier" for _, code in routes)
         ) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert ("/v1/invoices/{invoice_id}/approve", "insufficient-scope") in routes
+    assert ("/v1/invoices/{invoice_id}/approve", "not-found") in routes
     assert any(code == "message-contains-identifier" for _, code in routes)
     assert "9434765919" not in str(denied)
     assert "943 476 5919" not in str(denied)

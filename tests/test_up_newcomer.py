@@ -172,6 +172,17 @@ def test_the_banner_tells_the_truth_and_its_commands_run_as_printed(tmp_path: Pa
         again = _run_as_printed(_printed_after(submit.stdout, "See it again with:"), shell, tmp_path)
         assert again.returncode == 0, again.stdout + again.stderr
         assert "validated" in again.stdout
+        # Each role's first step runs as printed, on the invoice just submitted.
+        for heading, says in (
+            ("CEF staff, the query lines to resolve:", "RTR-201904-0000"),
+            ("the provider, challenges to answer:", ""),
+            ("finance, invoices approved to pay:", ""),
+            ("the board, outcomes by month:", "2019-04"),
+            ("an auditor, what happened:", "invoice.submit"),
+        ):
+            done = _run_as_printed(_printed_after(banner, heading), shell, tmp_path)
+            assert done.returncode == 0, heading + done.stdout + done.stderr
+            assert says in done.stdout, heading + done.stdout
     finally:
         _stop(proc)
 

@@ -432,6 +432,7 @@ def _banner(
         _prose(f"Reference data is loaded (versions {now.listed()}).")
     if demo is not None and now.seeded:
         _demo_invoice(demo, data_dir, now, cef)
+        _roles(demo, data_dir, runs, cef)
     _closing()
 
 
@@ -456,6 +457,30 @@ def _demo_invoice(demo: Path, data_dir: Path, now: Reference, cef: Callable[...,
         _, provider, invoice_id = submitted[0]
         _say("\nThe demo invoices were already submitted; see one again:")
         _say(cef("invoices", "show", invoice_id, "--org", provider, *data_dir_args(data_dir)))
+
+
+def _roles(demo: Path, data_dir: Path, runs: list[ServiceRun], cef: Callable[..., str]) -> None:
+    """Each role's first step on the demo world's own organisations (docs/cli.md has the rest)."""
+    try:
+        header = json.loads(sorted((demo / "invoices").glob("*.json"))[0].read_bytes())
+        provider = str(header["provider_code"]).upper()
+        commissioner = str(header["commissioner_code"]).upper()
+    except (IndexError, ValueError, KeyError, TypeError, OSError):
+        return
+    audit = next(run for run in runs if run.name == "audit")
+    audit_prefix = (
+        f"{audit.port_setting}={audit.settings.port}"
+        if audit.settings.port != DEFAULT_PORTS[audit.name]
+        else ""
+    )
+    where = data_dir_args(data_dir)
+    _say("\nThen, as each role (each command prints the next one; docs/cli.md has them all):")
+    _say(f"  CEF staff, the query lines to resolve:\n{cef('queries', 'list', '--org', commissioner, *where)}")
+    _say(f"  the provider, challenges to answer:\n{cef('challenges', 'list', '--org', provider, *where)}")
+    _say(f"  finance, invoices approved to pay:\n{cef('finance', 'approved', '--org', commissioner, *where)}")
+    _say(f"  the board, outcomes by month:\n{cef('reports', 'outcomes', '--org', commissioner, *where)}")
+    summary = command_line(["audit", "summary", *where], indent="  ", env_prefix=audit_prefix)
+    _say(f"  an auditor, what happened:\n{summary}")
 
 
 def _closing() -> None:

@@ -1,5 +1,5 @@
 """Schema fuzzing of the CEF API: no 5xx and no answer outside its own OpenAPI document, whatever
-a provider, CEF staff, finance, an administrator, another service or a caller without a valid
+a provider, CEF staff, finance, a board reader, an administrator, another service or a caller without a valid
 token sends, over a database holding a submitted invoice (so that ids and cursors are real)."""
 
 from __future__ import annotations
@@ -22,11 +22,24 @@ INVOICE_ROLES = ["provider", "staff", "finance"]
 
 
 def _authorised(operation: Any) -> list[str]:
-    if operation.path.startswith("/v1/reference"):
+    path: str = operation.path
+    if path.startswith("/v1/reference"):
         return ["admin"]
-    if operation.path.endswith(("/decision", "/approve", "/reidentify")):
+    if path.startswith("/v1/reports"):
+        return ["board", "staff", "finance"]
+    if path.startswith("/v1/reasons"):
+        return [*INVOICE_ROLES, "board"]
+    if path.startswith("/v1/queries") or path.endswith(
+        ("/decision", "/approve", "/reidentify", "/challenge")
+    ):
         return ["staff"]
-    return INVOICE_ROLES if operation.path.startswith("/v1/invoices") else []
+    if path.endswith(("/withdraw", "/response")):
+        return ["provider"]
+    if path.startswith("/v1/challenges"):
+        return ["provider", "staff"]
+    if path.endswith("/payments"):
+        return ["finance"]
+    return INVOICE_ROLES if path.startswith("/v1/invoices") else []
 
 
 async def test_no_server_error_and_every_answer_as_documented(
@@ -51,6 +64,7 @@ async def test_no_server_error_and_every_answer_as_documented(
         caller("staff", "invoices:validate", commissioner),
         caller("finance", "invoices:read", commissioner),
         caller("admin", "reference:write"),
+        caller("board", "reports:read", commissioner),
         caller("auditor", "audit:read", "X26"),
         caller("peer", "audit:write"),
         caller("tokenise", "tokenise"),

@@ -17,6 +17,7 @@ from sqlmodel import Session
 from cef_common.audit import (
     AuditEventIn,
     AuditOutbox,
+    EventHoldsIdentifier,
     OutboxRelay,
     build_event,
     outbox_table_ddl,
@@ -280,3 +281,33 @@ def test_event_ids_are_time_ordered_uuids() -> None:
     assert all(str(first) < str(x) for x in later)
     assert len(set(later)) == 1000
     assert event(1).event_id.version == 7
+
+
+@pytest.mark.parametrize(
+    ("detail", "where"),
+    [
+        ({"paid_on": "2019-06-28"}, "detail.paid_on"),
+        ({"note": "patient 943 476 5919"}, "detail.note"),
+        ({"lines": [{"postcode": "TS18 1HU"}]}, "detail.lines.0.postcode"),
+        ({"number": 9434765919}, "detail.number"),
+        ({"nul": "a\x00b"}, "detail.nul"),
+    ],
+)
+def test_an_event_the_audit_service_would_refuse_is_refused_where_it_is_recorded(
+    engine: sa.Engine, detail: dict[str, Any], where: str
+) -> None:
+    """Else it would sit at the head of the outbox for ever: the relay delivers in order."""
+    bad = build_event(
+        source="cef-api",
+        action="update",
+        type="invoice.payment",
+        outcome="success",
+        principal=PRINCIPAL,
+        detail=detail,
+    )
+    with Session(engine) as session, pytest.raises(EventHoldsIdentifier, match=where.replace(".", r"\.")):
+        record_event(session, bad)
+    with Session(engine) as session:
+        record_event(session, event(1))  # a timestamp, ids and counts are fine
+        session.commit()
+        assert session.execute(sa.select(sa.func.count()).select_from(AuditOutbox)).scalar_one() == 1

@@ -299,3 +299,24 @@ async def test_withdrawn_lines_stop_counting_as_earlier_lines(
         counted = [ref for ref, outcome, _ in first if outcome != "rejected"]
         assert counted
         assert all("DUPLICATE_ACTIVITY" in reasons for ref, _, reasons in second if ref in counted)
+
+
+def test_a_line_amount_shaped_like_an_nhs_number_is_withheld_from_views() -> None:
+    from cef_api.invoices.schemas import line_money
+
+    assert line_money(943476591900) is None  # £9434765919.00
+    assert line_money(99952482630) == "999524826.30"  # nine digits of pounds: an amount
+    assert line_money(12345) == "123.45"
+    assert line_money(None) is None
+
+
+async def test_typed_amounts_stop_below_ten_digits_of_pounds(api: Api, world: generate_world.World) -> None:
+    approved, inv = await _approved(api, world)
+    finance = api.h("invoices:read", org=inv.header["commissioner_code"])
+    r = await api.client.post(
+        f"/v1/invoices/{approved['id']}/payments",
+        json={"amount": "9434765919", "reference": "BACS-9", "paid_on": date.today().isoformat()},
+        headers=finance,
+    )
+    assert r.status_code == 422
+    assert "9434765919" not in r.text

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import threading
 import time
 import uuid
@@ -26,6 +27,7 @@ from sqlmodel import Session, SQLModel
 
 from cef_common.auth import Principal
 from cef_common.context import request_id_var
+from cef_common.logging import mask_text, mask_value
 from cef_common.openapi import model_examples
 
 log = structlog.get_logger(__name__)
@@ -165,8 +167,58 @@ def outbox_table_ddl() -> list[sa.Column[Any]]:
     ]
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
+
+
+def _masked(text: str) -> bool:
+    return mask_text(text) != text
+
+
+def holds_nul(text: str) -> bool:
+    # PostgreSQL's text cannot hold U+0000, and no reader of an exported log expects one.
+    return "\x00" in text
+
+
+def identifier_in_event(value: Any, path: str = "", refused: Callable[[str], bool] = _masked) -> str | None:
+    """Where in an event (a dotted path) a string the log mask would change sits (or, given
+    `refused`, a string it refuses), None when nowhere. The audit log keeps what it is given for
+    ever and answers it to auditors: it refuses an identifier rather than hold one. Keys of
+    `detail` are named only when they are plain names."""
+    if isinstance(value, str):
+        return (path or "event") if refused(value) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        # A ten-digit number too, as the log mask has it: an NHS number fits in a JSON number.
+        return (path or "event") if refused is _masked and mask_value(value) != value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            text = str(key)
+            name = text if _PLAIN_KEY.match(text) and not _masked(text) else "(a key)"
+            here = f"{path}.{name}" if path else name
+            if refused(text):
+                return here
+            found = identifier_in_event(item, here, refused)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = identifier_in_event(item, f"{path}.{i}" if path else str(i), refused)
+            if found is not None:
+                return found
+    return None
+
+
+class EventHoldsIdentifier(RuntimeError):
+    """An event the audit service would refuse (a value shaped like an identifier): a fault of the
+    code that built it. Refused where it is recorded, so it fails that request instead of stopping
+    the outbox, which delivers in order, at an event the audit service will never take."""
+
+
 def record_event(session: Session, event: AuditEventIn) -> None:
     """Adds the event to the caller's transaction: it is durable exactly when the change is."""
+    dumped = event.model_dump(mode="json", exclude={"event_id", "occurred_at"})
+    where = identifier_in_event(dumped) or identifier_in_event(dumped, refused=holds_nul)
+    if where is not None:
+        raise EventHoldsIdentifier(f"the {event.type} event's {where} is shaped like an identifier")
     session.add(
         AuditOutbox(
             event_id=str(event.event_id),

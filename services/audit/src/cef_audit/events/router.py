@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, get_args
 
@@ -27,16 +25,14 @@ from cef_audit.events.repository import (
 from cef_audit.events.schemas import RECORD_EXAMPLE, AppendResponse, AppendResultOut, EventBatch, EventPage
 from cef_audit.log.records import Recorder, now_stamp
 from cef_audit.log.sequencer import AuditLog
-from cef_common.audit import AuditAction, AuditEventIn, AuditOutcome
+from cef_common.audit import AuditAction, AuditEventIn, AuditOutcome, holds_nul, identifier_in_event
 from cef_common.auth import Principal
 from cef_common.errors import BadRequest, PayloadTooLarge, Unprocessable, validation_errors
-from cef_common.logging import mask_text, mask_value
 from cef_common.openapi import json_body, problems
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
 _EVENTS = TypeAdapter(list[AuditEventIn])
-_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 
 
 # The body is read by hand (one event or a batch): its schema is given to the document here.
@@ -101,7 +97,7 @@ def parse_events(body: bytes, *, max_events: int) -> list[AuditEventIn]:
         ) from None
     for index, event in enumerate(events):
         dumped = event.model_dump(mode="json", exclude={"event_id", "occurred_at"})
-        where = _identifier_in(dumped, refused=_holds_nul)
+        where = identifier_in_event(dumped, refused=holds_nul)
         if where is not None:
             field = ".".join(["events", str(index), where] if batch else [where])
             raise Unprocessable(
@@ -109,7 +105,7 @@ def parse_events(body: bytes, *, max_events: int) -> list[AuditEventIn]:
                 code="nul-character",
                 extra={"errors": [{"field": field, "message": "must not hold a NUL character"}]},
             )
-        where = _identifier_in(dumped)
+        where = identifier_in_event(dumped)
         if where is not None:
             field = ".".join(["events", str(index), where] if batch else [where])
             raise Unprocessable(
@@ -119,43 +115,6 @@ def parse_events(body: bytes, *, max_events: int) -> list[AuditEventIn]:
                 extra={"errors": [{"field": field, "message": "must not hold an identifier"}]},
             )
     return events
-
-
-def _masked(text: str) -> bool:
-    return mask_text(text) != text
-
-
-def _holds_nul(text: str) -> bool:
-    # PostgreSQL's text cannot hold U+0000, and no reader of an exported log expects one.
-    return "\x00" in text
-
-
-def _identifier_in(value: Any, path: str = "", refused: Callable[[str], bool] = _masked) -> str | None:
-    """Where in an event (a dotted path) a string the log mask would change sits (or, given
-    `refused`, a string it refuses), None when nowhere. The audit log keeps what it is given for
-    ever and answers it to auditors: it refuses an identifier rather than hold one. Keys of
-    `detail` are named only when they are plain names."""
-    if isinstance(value, str):
-        return (path or "event") if refused(value) else None
-    if isinstance(value, int) and not isinstance(value, bool):
-        # A ten-digit number too, as the log mask has it: an NHS number fits in a JSON number.
-        return (path or "event") if refused is _masked and mask_value(value) != value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            text = str(key)
-            name = text if _PLAIN_KEY.match(text) and not _masked(text) else "(a key)"
-            here = f"{path}.{name}" if path else name
-            if refused(text):
-                return here
-            found = _identifier_in(item, here, refused)
-            if found is not None:
-                return found
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            found = _identifier_in(item, f"{path}.{i}" if path else str(i), refused)
-            if found is not None:
-                return found
-    return None
 
 
 @router.post(

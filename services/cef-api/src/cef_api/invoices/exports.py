@@ -19,7 +19,7 @@ from cef_api.invoices import repository, service
 from cef_api.invoices.audit import record_invoice_event
 from cef_api.invoices.exceptions import InvoiceNotReady
 from cef_api.invoices.models import Invoice, InvoiceStatus
-from cef_api.invoices.schemas import money
+from cef_api.invoices.schemas import line_money
 from cef_api.reasons.catalogue import CATALOGUE, explain
 from cef_common.auth import Principal
 from cef_common.csvout import csv_chunks, safe_filename
@@ -163,7 +163,7 @@ def _line_rows(
                 line.reasons,  # already ";"-joined and sorted, each code whole
                 explanation(line.reasons),
                 line.responsible_commissioner,
-                money(line.expected_pennies),
+                line_money(line.expected_pennies),
             )
             if staff:
                 row += (
@@ -172,10 +172,10 @@ def _line_rows(
                     line.hrg_code,
                     line.point_of_delivery,
                     line.service_code,
-                    money(line.claimed_pennies),
+                    line_money(line.claimed_pennies),
                     service.query_state(line),
                     line.decision,
-                    money(line.decided_pennies),
+                    line_money(line.decided_pennies),
                     line.decision_reason,
                 )
             yield row

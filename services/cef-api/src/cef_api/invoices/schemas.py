@@ -10,10 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from cef_api.reasons.schemas import REASON_EXAMPLE, ReasonExplained
 from cef_common.openapi import model_examples
-from cef_common.redact import identifiers_in
+from cef_common.redact import carries_identifier, identifiers_in
 
 Code = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z0-9]{3,10}$")]
-Money = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]{1,2})?$", max_length=15)]
+# An amount a person types (a decision, a corrected amount, a payment): pounds as in backing data,
+# below £1,000,000,000. Ten digits of pounds are an NHS number's shape, and such an amount would be
+# shown to the other party and recorded in the audit log as it is.
+Money = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,9}(\.[0-9]{1,2})?$", max_length=12)]
 
 
 # --- examples in the OpenAPI document: synthetic values (demo ODS codes, made-up ids and amounts) ----
@@ -84,6 +87,16 @@ def money(pennies: int | None) -> str | None:
     if pennies is None:
         return None
     return f"{Decimal(pennies) / 100:.2f}"
+
+
+def line_money(pennies: int | None) -> str | None:
+    """A line's amount as shown (money), withheld (None) when its pounds are shaped like an NHS
+    number: backing data may claim any amount of the pattern, and a provider may put an NHS number
+    there; the amount still counts in the invoice's totals, which are sums of many lines."""
+    shown = money(pennies)
+    if shown is None or carries_identifier(shown.split(".")[0]):
+        return None
+    return shown
 
 
 def pennies(amount: Decimal) -> int:

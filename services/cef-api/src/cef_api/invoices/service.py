@@ -43,6 +43,7 @@ from cef_api.invoices.schemas import (
     LineOut,
     LinePage,
     SummaryOut,
+    line_money,
     money,
     pennies,
 )
@@ -485,7 +486,7 @@ def _line_out(line: InvoiceLine) -> LineOut:
         outcome=line.outcome,
         reasons=line_reasons(line),
         responsible_commissioner=line.responsible_commissioner,
-        expected_amount=money(line.expected_pennies),
+        expected_amount=line_money(line.expected_pennies),
     )
 
 
@@ -498,10 +499,10 @@ def _line_detail(line: InvoiceLine) -> LineDetailOut:
         hrg_code=line.hrg_code,
         point_of_delivery=line.point_of_delivery,
         service_code=line.service_code,
-        claimed_amount=money(line.claimed_pennies),
+        claimed_amount=line_money(line.claimed_pennies),
         state=query_state(line),
         decision=line.decision,
-        decided_amount=money(line.decided_pennies),
+        decided_amount=line_money(line.decided_pennies),
         decision_reason=line.decision_reason,
         decided_by=line.decided_by,
         decided_at=line.decided_at,

@@ -22,7 +22,7 @@ from cef_api.invoices import repository as invoice_repository
 from cef_api.invoices.audit import SOURCE, record_invoice_event
 from cef_api.invoices.exceptions import MAX_PENNIES, AmountTooLarge, InvalidTransition
 from cef_api.invoices.models import Challenge, ChallengeStatus, Invoice, QueryState
-from cef_api.invoices.schemas import money, pennies
+from cef_api.invoices.schemas import line_money, money, pennies
 from cef_api.invoices.service import (
     MAX_PAGE,
     SUBMIT,
@@ -116,8 +116,8 @@ def challenge_out(row: ChallengeRow, *, today: date) -> ChallengeOut:
         line=ChallengeLineOut(
             outcome=line.outcome,
             reasons=line_reasons(line),
-            expected_amount=money(line.expected_pennies),
-            claimed_amount=money(line.claimed_pennies),
+            expected_amount=line_money(line.expected_pennies),
+            claimed_amount=line_money(line.claimed_pennies),
             state=lifecycle.line_state(line),  # type: ignore[arg-type]
         ),
         message=challenge.message,
@@ -126,7 +126,7 @@ def challenge_out(row: ChallengeRow, *, today: date) -> ChallengeOut:
         overdue=_overdue(challenge, today),
         status=challenge.status,  # type: ignore[arg-type]
         response_message=challenge.response_message,
-        corrected_amount=money(challenge.corrected_pennies),
+        corrected_amount=line_money(challenge.corrected_pennies),
         responded_at=challenge.responded_at,
     )
 
@@ -232,7 +232,8 @@ def raise_challenge(
             "line_ref": recorded_line_ref(line.line_ref),
             "from": before,
             "to": QueryState.CHALLENGED,
-            "due_date": due_date.isoformat(),
+            # Days, not the date: the audit log refuses anything shaped like a date of birth.
+            "due_in_days": (due_date - today).days,
             "message_length": len(body.message),
         },
     )
@@ -449,8 +450,8 @@ def work_queue(
                 line_no=line.line_no,
                 state=lifecycle.line_state(line),  # type: ignore[arg-type]
                 reasons=line_reasons(line),
-                expected_amount=money(line.expected_pennies),
-                claimed_amount=money(line.claimed_pennies),
+                expected_amount=line_money(line.expected_pennies),
+                claimed_amount=line_money(line.claimed_pennies),
                 activity_date=line.activity_date,
                 hrg_code=line.hrg_code,
                 point_of_delivery=line.point_of_delivery,
