@@ -12,15 +12,10 @@ how far the process's peak RSS (VmHWM, reset before each export) rose above its 
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
-import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -131,37 +126,9 @@ def measure(url: str, lines: int, name: str) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    return storage_floor.run_on_both_databases(
+        __doc__, measure, scratch_prefix="cef_export_bench", tmp_prefix="cef-export-"
     )
-    parser.add_argument("--lines", type=int, default=1_000_000)
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("CEF_BENCH_POSTGRES_URL", LOCAL_POSTGRES),
-        help="a PostgreSQL server where a scratch database may be created and dropped ('' to skip)",
-    )
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="cef-export-") as tmp:
-        measure(f"sqlite:///{Path(tmp) / 'cef-api.db'}", args.lines, "SQLite")
-    if not args.database_url:
-        return 0
-    admin_url = sa.make_url(db.normalise_url(args.database_url))
-    scratch = f"cef_export_bench_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'CREATE DATABASE "{scratch}"'))
-    except sa.exc.OperationalError as exc:
-        print(f"PostgreSQL: skipped, no server at {admin_url.render_as_string()} ({type(exc).__name__})")
-        return 0
-    try:
-        scratch_url = admin_url.set(database=scratch).render_as_string(hide_password=False)
-        measure(scratch_url, args.lines, "PostgreSQL")
-    finally:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
-        admin.dispose()
-    return 0
 
 
 if __name__ == "__main__":

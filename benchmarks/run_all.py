@@ -14,6 +14,7 @@ ORDER = [
     "tokeniser_bench.py",
     "audit_bench.py",
     "storage_floor.py",
+    "export_bench.py",
     "cef_api_bench.py",
 ]
 

@@ -25,7 +25,7 @@ import random
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -141,10 +141,12 @@ def measure(url: str, lines: int, name: str) -> None:
         engine.dispose()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def run_on_both_databases(
+    doc: str | None, measure: Callable[[str, int, str], None], *, scratch_prefix: str, tmp_prefix: str
+) -> int:
+    """A benchmark's command line: `measure(url, lines, label)` on SQLite in a temporary directory,
+    then on a scratch database of the PostgreSQL server (created and dropped here), unless none."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument(
         "--database-url",
@@ -152,12 +154,12 @@ def main() -> int:
         help="a PostgreSQL server where a scratch database may be created and dropped ('' to skip)",
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="cef-floor-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=tmp_prefix) as tmp:
         measure(f"sqlite:///{Path(tmp) / 'cef-api.db'}", args.lines, "SQLite")
     if not args.database_url:
         return 0
     admin_url = sa.make_url(db.normalise_url(args.database_url))
-    scratch = f"cef_storage_floor_{uuid.uuid4().hex[:8]}"
+    scratch = f"{scratch_prefix}_{uuid.uuid4().hex[:8]}"
     try:
         admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
         with admin.connect() as connection:
@@ -173,6 +175,12 @@ def main() -> int:
             connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)'))
         admin.dispose()
     return 0
+
+
+def main() -> int:
+    return run_on_both_databases(
+        __doc__, measure, scratch_prefix="cef_storage_floor", tmp_prefix="cef-floor-"
+    )
 
 
 if __name__ == "__main__":

@@ -235,7 +235,9 @@ def command_line(args: list[str], indent: str = "", env_prefix: str = "") -> str
     `CEF_API_PORT=8012`), each argument quoted for the shell, broken with backslashes to fit
     COLUMNS."""
     continued = indent + "    "
-    words = [f"{env_prefix} {cli_prefix()}".strip()]
+    # The setting and the command are two words: where both do not fit, a backslash joins them
+    # (`VAR=x \` then the command) and the shell still applies the setting to the command.
+    words = [env_prefix, cli_prefix()] if env_prefix else [cli_prefix()]
     for arg in args:
         pair = f"{words[-1]} {shlex.quote(arg)}"
         # An option stays on one line with its value, where the two fit on one.
