@@ -59,7 +59,7 @@ bench: sync
 	$(UV) run python benchmarks/run_all.py
 
 accept: sync
-	$(UV) run python ../shared/tools/accept_sample.py
+	$(UV) run python ../shared/tools/accept_sample.py sample-v2
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache benchmarks/out $(TOOLS)

@@ -6,6 +6,13 @@ Prints lines per second end to end, each service's peak RSS (VmHWM), the time to
 reference data, and beside them the time merely to parse the same CSV in one process.
 
     .venv/bin/python benchmarks/cef_api_bench.py [--lines 1000000] [--patients 100000] [--keep]
+
+The file's EL/NEL lines are spells (most with a discharge date), so the run also measures the
+pathway checks (14, 15) and their look-back index; the figures are printed against the last ones
+measured before those checks (docs/cef-api.md, "Benchmark"), whose goal is at most 1.25x of each,
+or against `--before SECONDS MIB`: this machine's load varies, so measure the commit before the
+checks just before (`git archive` it elsewhere, run its own copy of this script with PYTHONPATH on
+its services' and cli's src) and pass its figures.
 """
 
 from __future__ import annotations
@@ -30,6 +37,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import generate_world  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+# End to end and the peak RSS of the service with its workers, before checks 14 and 15 (2026-12-03).
+BEFORE_PATHWAY_SECONDS = 22.1
+BEFORE_PATHWAY_MIB = 938.0
+PATHWAY_GOAL = 1.25
 SERVICES = {"tokeniser": "CEF_TOKENISER", "cef-api": "CEF_API", "audit": "CEF_AUDIT"}
 
 
@@ -104,6 +115,19 @@ def _descends(pid: int, root: int) -> bool:
     return False
 
 
+def stored_spells(data_dir: Path) -> int:
+    """Rows of the pathway checks' look-back index in the service's SQLite database (-1: none found)."""
+    import sqlite3
+
+    for path in data_dir.rglob("cef-api*.db"):
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+                return int(conn.execute("SELECT count(*) FROM invoice_spell").fetchone()[0])
+        except sqlite3.Error:
+            continue
+    return -1
+
+
 def bare_parse_seconds(path: Path) -> float:
     started = time.perf_counter()
     with path.open(newline="", encoding="utf-8") as f:
@@ -120,6 +144,15 @@ def main() -> int:
     parser.add_argument("--patients", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--before",
+        nargs=2,
+        type=float,
+        metavar=("SECONDS", "MIB"),
+        default=(BEFORE_PATHWAY_SECONDS, BEFORE_PATHWAY_MIB),
+        help="end to end and peak RSS (service and workers) to compare with, e.g. the commit before "
+        "the pathway checks measured just now on the same machine (default: the documented figures)",
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="cef-bench-"))
@@ -233,6 +266,7 @@ def main() -> int:
         workers = (
             sorted(peak_rss_mib(child) for child in children(pids["cef-api"])) if "cef-api" in pids else []
         )
+        spells = stored_spells(data_dir)
     finally:
         os.killpg(up.pid, signal.SIGINT)
         try:
@@ -266,6 +300,14 @@ def main() -> int:
             f"(validation workers and multiprocessing's resource tracker); "
             f"with the service {rss['cef-api'] + sum(workers):.0f} MiB"
         )
+        before_seconds, before_mib = args.before
+        ratio_time = elapsed / before_seconds
+        ratio_mib = (rss["cef-api"] + sum(workers)) / before_mib
+        print(
+            f"against before the pathway checks ({before_seconds} s, {before_mib:.0f} MiB): "
+            f"time {ratio_time:.2f}x, memory {ratio_mib:.2f}x (goal: at most {PATHWAY_GOAL}x each)"
+        )
+    print(f"spells stored              {spells:>12,}  (with nights, lines not rejected)")
     if args.keep:
         print(f"kept {work}")
     else:

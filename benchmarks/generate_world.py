@@ -34,6 +34,7 @@ DEMO_COMMISSIONERS = ("00K", "00M", "00C")
 
 POINTS_OF_DELIVERY = ("EL", "NEL", "DC", "OPFA", "OPFU")
 SPELLS = ("EL", "NEL")
+ATTENDANCES = ("DC", "OPFA", "OPFU")
 PENNY = Decimal("0.01")
 SPECIALISED = (
     ("NCBPS01C", "Adult congenital heart disease services"),
@@ -440,6 +441,9 @@ class _InvoiceGenerator:
         # of those that count for duplicates (not rejected), per chain.
         self.taken: set[tuple[str, str, str, date, str, str]] = set()
         self.countable: dict[tuple[str, str], list[tuple[Patient, date, str, str, date | None]]] = {}
+        # Checks 14 and 15 look back over the spells with nights of lines not rejected, per
+        # (commissioner, NHS number), whatever the provider: (admission, discharge).
+        self.spells: dict[tuple[str, str], list[tuple[date, date]]] = {}
         self.pools = self._pools()
 
     def _pools(self) -> dict[str, dict[str, list[Patient]]]:
@@ -665,6 +669,18 @@ class _InvoiceGenerator:
         for k, v in list(row.items()):
             if v and k not in ("nhs_number",) and rng.random() < 0.03:
                 row[k] = f" {v} "
+        # Checks 14 and 15 (validation-rules.md v2) on every line with a valid NHS number. They draw
+        # nothing from the generator, so the files are those v1 made; only the answers move.
+        spell_key = (commissioner, patient.nhs_number)
+        has_nights = pod in SPELLS and discharge is not None and discharge > activity
+        if scenario != "nhs_invalid":
+            earlier = self.spells.get(spell_key, [])
+            if has_nights and discharge is not None:
+                # The nights [activity, discharge) meet an earlier spell's.
+                if any(a < discharge and activity < d for a, d in earlier):
+                    reasons.append("OVERLAPPING_SPELL")
+            elif pod in ATTENDANCES and any(a < activity < d for a, d in earlier):
+                reasons.append("ATTENDANCE_DURING_SPELL")
         reasons = sorted(set(reasons))
         rejecting = {
             "NHS_NUMBER_INVALID",
@@ -676,6 +692,8 @@ class _InvoiceGenerator:
         # Lines of unknown people are not reused: a copy without the postcode would decide differently.
         if outcome != "rejected" and patient_kind != "nobody":
             countable.append((patient, activity, hrg, pod, discharge))
+        if outcome != "rejected" and scenario != "nhs_invalid" and has_nights and discharge is not None:
+            self.spells.setdefault(spell_key, []).append((activity, discharge))
         exp = ExpectedLine(
             ref,
             outcome,
@@ -688,14 +706,21 @@ class _InvoiceGenerator:
 
 
 def big_invoice(
-    world: World, lines: int, *, seed: int = 99, expected: list[ExpectedLine] | None = None
+    world: World,
+    lines: int,
+    *,
+    seed: int = 99,
+    expected: list[ExpectedLine] | None = None,
+    not_commissioner: str | None = None,
 ) -> tuple[dict[str, str], Iterator[bytes]]:
     """A header and a backing file of `lines` lines as byte chunks (for the benchmark); each line's
-    expected outcome is appended to `expected`, when given, as its chunk is made."""
+    expected outcome is appended to `expected`, when given, as its chunk is made. The answers are
+    those of an invoice with no earlier one of its commissioner: `not_commissioner` keeps it apart
+    from the world's own invoices (checks 9, 14 and 15 look back over its commissioner's)."""
     rng = random.Random(seed)
     gen = _InvoiceGenerator(rng, world, [], SCENARIOS)
     codes = gen.codes = sorted(gen.pools["registered"])
-    commissioner = codes[0]
+    commissioner = next(c for c in codes if c != not_commissioner)
     code = world.providers[0][0]
     first = date(2019, 1, 1)
     last = date(2019, 12, 31)

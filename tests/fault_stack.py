@@ -264,11 +264,14 @@ def write_reference(world: generate_world.World, out: Path) -> Path:
 
 
 def big_invoice(
-    world: generate_world.World, lines: int, seed: int
+    world: generate_world.World, lines: int, seed: int, not_commissioner: str | None = None
 ) -> tuple[dict[str, str], bytes, list[Any]]:
-    """A generated invoice of `lines` lines: header, file, and each line's expected outcome."""
+    """A generated invoice of `lines` lines: header, file, and each line's expected outcome (those
+    of an invoice with no earlier one of its commissioner)."""
     expected: list[generate_world.ExpectedLine] = []
-    header, chunks = generate_world.big_invoice(world, lines, seed=seed, expected=expected)
+    header, chunks = generate_world.big_invoice(
+        world, lines, seed=seed, expected=expected, not_commissioner=not_commissioner
+    )
     return header, b"".join(chunks), expected
 
 

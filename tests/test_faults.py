@@ -37,9 +37,12 @@ PROBLEM = "application/problem+json"
 
 def test_tokeniser_killed_submission_is_refused_whole_and_the_retry_succeeds(tmp_path: Path) -> None:
     world = small_world(seed=21)
-    big_header, big_backing, big_expected = big_invoice(world, 1000, seed=5)
-    reference = write_reference(world, tmp_path / "world")
     inv = world.invoices[0]
+    # Addressed to another commissioner, so that the small invoice is no earlier activity of it.
+    big_header, big_backing, big_expected = big_invoice(
+        world, 1000, seed=5, not_commissioner=inv.header["commissioner_code"]
+    )
+    reference = write_reference(world, tmp_path / "world")
     provider = inv.header["provider_code"]
     # The small invoice is validated in the request, the 1,000-line one in the background.
     assert len(inv.backing) < 20_000 < len(big_backing)

@@ -1,6 +1,8 @@
-"""The whole sample world through the real HTTP API of in-process services on free ports (real
-tokeniser, audit and cef-api): every line and every invoice summary must match the expected files
-exactly, and afterwards no NHS number, date of birth or full postcode may be in the CEF database."""
+"""The whole sample world (sample-v2: the answers of the v1 and v2 rules) through the real HTTP API of
+in-process services on free ports (real tokeniser, audit and cef-api): every line and every invoice
+summary must match the expected files exactly, every file of refused/ is refused whole naming its two
+clashing header cells, and afterwards no NHS number, date of birth or full postcode may be in the
+CEF database."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from cef_common.keys import jwks_path_for, load_signing_key
 from cef_common.settings import TrustedIssuer
 from cef_common.testing import SHARED_DIR, DevIssuer, ServerThread, database_values
 
-SAMPLE = SHARED_DIR / "data/sample"
+SAMPLE = SHARED_DIR / "data/sample-v2"
 EPRACCUR = SHARED_DIR / "data/reference/epraccur.csv"
 FILES = {
     "gp-practices": "epraccur.csv",
@@ -28,6 +30,22 @@ FILES = {
     "postcode-districts": "postcode_districts.csv",
     "patients": "patients.csv",
     "registrations": "registrations.csv",
+    "originating-commissioners": "originating_commissioners.csv",
+    "devolved-districts": "devolved_districts.csv",
+    "contracts": "contracts.csv",
+    "prior-approvals": "prior_approvals.csv",
+}
+# The date columns of the v2 reference datasets.
+DATASET_DATES = {"from", "to", "valid_from", "valid_to"}
+# The names real extracts give the backing-data columns that carry identifiers or dates
+# (validation-rules.md, "Header names"), after trimming, lower-casing and turning each run of
+# spaces and hyphens into one underscore.
+COLUMN_NAMES = {
+    "nhs_number": {"nhs_number", "nhs_no"},
+    "date_of_birth": {"date_of_birth", "person_birth_date", "dob"},
+    "postcode": {"postcode", "postcode_of_usual_address", "postcode_usual_address"},
+    "activity_date": {"activity_date", "admission_date", "appointment_date"},
+    "discharge_date": {"discharge_date", "discharge_date_hospital_provider_spell"},
 }
 
 pytestmark = pytest.mark.skipif(
@@ -102,11 +120,25 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def _multipart(name: str) -> dict[str, Any]:
+def _multipart(name: str, folder: str = "invoices") -> dict[str, Any]:
     return {
-        "invoice": ("invoice.json", (SAMPLE / "invoices" / f"{name}.json").read_bytes(), "application/json"),
-        "backing_data": (f"{name}.csv", (SAMPLE / "invoices" / f"{name}.csv").read_bytes(), "text/csv"),
+        "invoice": ("invoice.json", (SAMPLE / folder / f"{name}.json").read_bytes(), "application/json"),
+        "backing_data": (f"{name}.csv", (SAMPLE / folder / f"{name}.csv").read_bytes(), "text/csv"),
     }
+
+
+def _column(cell: str) -> str | None:
+    """The backing-data column a header cell names, among COLUMN_NAMES (None: another one)."""
+    name = re.sub(r"[ -]+", "_", cell.strip().lower())
+    return next((column for column, names in COLUMN_NAMES.items() if name in names), None)
+
+
+def _backing_rows(path: Path) -> list[dict[str, str]]:
+    """A backing-data file's rows by column name, whatever names its header uses."""
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        rows = list(csv.reader(f))
+    columns = [_column(cell) for cell in rows[0]]
+    return [{c: v for c, v in zip(columns, row, strict=False) if c is not None} for row in rows[1:]]
 
 
 def test_sample_world_replays_exactly(system: dict[str, Any]) -> None:
@@ -147,6 +179,14 @@ def test_sample_world_replays_exactly(system: dict[str, Any]) -> None:
                 cursor = page["next_cursor"]
                 if not cursor:
                     break
+        refused = []
+        for want in _read_csv(SAMPLE / "refused" / "expected_refusals.csv"):
+            name = want["invoice_number"]
+            headers = issuer.headers("invoices:submit", org=name.split("-")[0])
+            r = client.post("/v1/invoices", files=_multipart(name, "refused"), headers=headers)
+            if r.status_code != 422 or want["first_cell"] not in r.text or want["second_cell"] not in r.text:
+                refused.append(f"refused/{name}: HTTP {r.status_code} {r.text[:200]}")
+        assert refused == []
 
     mismatches = []
     expected_lines = _read_csv(SAMPLE / "expected" / "line_outcomes.csv")
@@ -184,8 +224,14 @@ def _identifiers() -> tuple[set[str], set[str], set[str]]:
             postcodes.add(row["postcode"].strip())
     for row in _read_csv(SAMPLE / "reference" / "registrations.csv"):
         other_dates.update(v.strip() for k, v in row.items() if k.startswith("registered") and v.strip())
-    for path in (SAMPLE / "invoices").glob("*.csv"):
-        for row in _read_csv(path):
+    for dataset in ("originating_commissioners", "prior_approvals", "contracts"):
+        for row in _read_csv(SAMPLE / "reference" / f"{dataset}.csv"):
+            if "nhs_number" in row:
+                nhs.add(row["nhs_number"].strip())
+            # Their validity dates are no birth dates, whatever day they fall on.
+            other_dates.update(v.strip() for k, v in row.items() if k in DATASET_DATES and v.strip())
+    for path in [*(SAMPLE / "invoices").glob("*.csv"), *(SAMPLE / "refused").glob("*.csv")]:
+        for row in _backing_rows(path):
             digits = re.sub(r"[\s-]", "", row.get("nhs_number") or "")
             if len(digits) == 10 and digits.isdigit():
                 nhs.add(digits)

@@ -24,22 +24,13 @@ if TYPE_CHECKING:
 
 app = group("Reference data: GP practices, patients, tariff and the rest.")
 
-# Practices and providers first, patient-keyed data last.
-LOAD_ORDER = (
-    "gp-practices",
-    "providers",
-    "tariff",
-    "specialised-services",
-    "postcode-districts",
-    "patients",
-    "registrations",
-)
 
+def _datasets() -> tuple[tuple[str, ...], dict[str, str]]:
+    """The datasets in load order (practices and providers first, patient-keyed data last; the seed
+    on start uses the same) and each one's file name."""
+    from cef_api.reference.parsers import FILENAMES, LOAD_ORDER
 
-def _filenames() -> dict[str, str]:
-    from cef_api.reference.parsers import FILENAMES
-
-    return dict(FILENAMES)
+    return LOAD_ORDER, dict(FILENAMES)
 
 
 def _problem_lines(response: httpx.Response) -> list[str]:
@@ -59,10 +50,10 @@ def load(
     import httpx
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    names = _filenames()
-    found = [(d, directory / names[d]) for d in LOAD_ORDER if (directory / names[d]).is_file()]
+    load_order, names = _datasets()
+    found = [(d, directory / names[d]) for d in load_order if (directory / names[d]).is_file()]
     if not found:
-        fail(f"no reference files in {directory}: expected any of {', '.join(names[d] for d in LOAD_ORDER)}")
+        fail(f"no reference files in {directory}: expected any of {', '.join(names[d] for d in load_order)}")
     token = local_token(data_dir, scope="reference:write", audience="cef-api", sub="cef-reference-load")
     failures = 0
     url = service_url("cef-api")

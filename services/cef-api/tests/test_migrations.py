@@ -88,6 +88,7 @@ def test_an_invoice_in_a_lifecycle_state_refuses_the_0006_downgrade_untouched(
         with Session(engine) as session:
             session.add(_invoice("INV-1", status))
             session.commit()
+        command.downgrade(db.alembic_config(MIGRATIONS, url), "0006")
         with pytest.raises(RuntimeError, match="cannot represent"):
             command.downgrade(db.alembic_config(MIGRATIONS, url), "0005")
         assert db.current_revision(engine) == "0006"

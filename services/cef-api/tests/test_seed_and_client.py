@@ -31,6 +31,10 @@ async def test_a_new_cef_seeds_reference_data_once(
                 "tariff",
                 "providers",
                 "specialised-services",
+                "originating-commissioners",
+                "devolved-districts",
+                "contracts",
+                "prior-approvals",
             ]
         )
         assert {i["version"] for i in listing["items"]} == {1}
@@ -40,7 +44,7 @@ async def test_a_new_cef_seeds_reference_data_once(
         with api.app.state.engine.connect() as conn:
             events = [json.loads(p) for (p,) in conn.execute(sa.text("SELECT payload FROM audit_outbox"))]
     seeded = [e for e in events if e["type"] == "reference.load"]
-    assert len(seeded) == 7
+    assert len(seeded) == 11
     assert {e["actor"]["sub"] for e in seeded} == {"cef-api:seed"}
 
 

@@ -9,23 +9,13 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from cef_api.reference import repository
-from cef_api.reference.parsers import FILENAMES
+from cef_api.reference.parsers import FILENAMES, LOAD_ORDER
 from cef_api.reference.router import load_and_commit
 from cef_api.tokeniser_client import TokeniserClient
 from cef_common.auth import Principal
 
 log = structlog.get_logger(__name__)
 
-# Practices and providers first, patient-keyed data last (the order `cef reference load` uses).
-LOAD_ORDER = (
-    "gp-practices",
-    "providers",
-    "tariff",
-    "specialised-services",
-    "postcode-districts",
-    "patients",
-    "registrations",
-)
 SEED_PRINCIPAL = Principal(
     sub="cef-api:seed", issuer="cef-api", scopes=frozenset({"reference:write"}), client="cef-api"
 )

@@ -34,7 +34,7 @@ def test_reference_load_submit_and_purge(
     runner = CliRunner()
     result = runner.invoke(app, ["reference", "load", str(DEMO / "reference"), "--data-dir", str(data_dir)])
     assert result.exit_code == 0, result.output
-    assert "loaded 7 reference file(s)" in result.output
+    assert "loaded 11 reference file(s)" in result.output
     first = sorted((DEMO / "invoices").glob("*.json"))[0]
     result = runner.invoke(
         app, ["submit", str(first), str(first.with_suffix(".csv")), "--data-dir", str(data_dir)]

@@ -102,7 +102,7 @@ def test_every_role_walks_the_demo_invoices_through_their_lifecycle(
     served: str, data_dir: Path, sqlite_api_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cef = Cli(data_dir)
-    assert "loaded 7 reference file(s)" in cef("reference", "load", str(DEMO / "reference"))
+    assert "loaded 11 reference file(s)" in cef("reference", "load", str(DEMO / "reference"))
     rtr = _id(cef("submit", str(RTR.with_suffix(".json")), str(RTR.with_suffix(".csv"))))
     rvw = _id(cef("submit", str(RVW.with_suffix(".json")), str(RVW.with_suffix(".csv"))))
 
@@ -110,7 +110,7 @@ def test_every_role_walks_the_demo_invoices_through_their_lifecycle(
     listed = cef("invoices", "list", "--org", "RVW")
     assert "RVW-201905-0001" in listed
     assert "RTR-201904-0000" not in listed
-    assert re.search(r"RVW-201905-0001 RVW→00C +validated +25 +6 +63470\.32", listed)
+    assert re.search(r"RVW-201905-0001 RVW→00C +validated +25 +7 +63470\.32", listed)
     assert cef.next_command(listed) == ["invoices", "show", rvw, "--org", "RVW"]
 
     # Staff see every invoice addressed to their commissioner.
@@ -194,6 +194,12 @@ def test_every_role_walks_the_demo_invoices_through_their_lifecycle(
     assert "accepted 2 PRICE_MISMATCH line(s) at their expected amount, £8446.03 to pay" in bulk
     closed = cef("challenges", "list", "--as", "staff", "--org", "00C", "--status", "closed")
     assert "00001" in closed
+    # The follow-up during RTR's spell of the same patient (check 15, across providers).
+    one = cef(
+        "queries", "decide", rvw, "00025", "--reject", "--reason", "seen while an inpatient elsewhere",
+        "--org", "00C",
+    )  # fmt: skip
+    assert "line 00025: rejected" in one
     bulk = cef(
         "queries", "decide", rvw, "--reason-code", "PATIENT_NOT_FOUND", "--reject",
         "--reason", "no patient of ours matches these lines", "--org", "00C",

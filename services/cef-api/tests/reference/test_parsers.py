@@ -10,6 +10,7 @@ import pytest
 from cef_api.reference.parsers import (
     DATASETS,
     FILENAMES,
+    LOAD_ORDER,
     MAX_REPORTED_ERRORS,
     GpPracticeRow,
     PatientRow,
@@ -26,6 +27,7 @@ from cef_common.testing import SHARED_DIR
 
 EPRACCUR = SHARED_DIR / "data/reference/epraccur.csv"
 SAMPLE = SHARED_DIR / "data/sample/reference"
+SAMPLE_V2 = SHARED_DIR / "data/sample-v2/reference"
 VALID = "9434765919"
 OTHER = "9990394083"
 
@@ -74,8 +76,15 @@ def test_datasets_and_file_names() -> None:
         "tariff",
         "providers",
         "specialised-services",
+        "originating-commissioners",
+        "devolved-districts",
+        "contracts",
+        "prior-approvals",
     )
     assert set(FILENAMES) == set(DATASETS)
+    # A directory is loaded in an order that names every dataset once.
+    assert sorted(LOAD_ORDER) == sorted(DATASETS)
+    assert FILENAMES["prior-approvals"] == "prior_approvals.csv"
     assert FILENAMES["gp-practices"] == "epraccur.csv"
     with pytest.raises(UnknownDatasetError):
         parse_dataset("practices", b"x")
@@ -332,10 +341,12 @@ def test_multiline_quoted_values_report_the_starting_line() -> None:
     assert error.extra["errors"][0]["line"] == 4
 
 
-@pytest.mark.skipif(not SAMPLE.is_dir(), reason="the shared sample world is not on this machine")
+@pytest.mark.skipif(not SAMPLE_V2.is_dir(), reason="the shared sample worlds are not on this machine")
 @pytest.mark.parametrize("dataset", [d for d in DATASETS if d != "gp-practices"])
 def test_the_sample_reference_files_parse(dataset: str) -> None:
-    data = (SAMPLE / FILENAMES[dataset]).read_bytes()
+    # The v1 sample has no v2 datasets; the v2 sample has every one.
+    path = SAMPLE / FILENAMES[dataset]
+    data = (path if path.is_file() else SAMPLE_V2 / FILENAMES[dataset]).read_bytes()
     rows = parse_dataset(dataset, data)
     assert len(rows) == data.count(b"\n") - 1
     # BOM, CRLF and reordered columns change nothing.

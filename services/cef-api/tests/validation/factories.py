@@ -12,9 +12,13 @@ from decimal import Decimal
 from typing import Any
 
 from cef_api.reference.parsers import (
+    ContractRow,
+    DevolvedDistrictRow,
     GpPracticeRow,
+    OriginatingCommissionerRow,
     PatientRow,
     PostcodeDistrictRow,
+    PriorApprovalRow,
     ProviderRow,
     RegistrationRow,
     SpecialisedServiceRow,
@@ -62,6 +66,11 @@ class World:
     tariff: list[TariffRow] = field(default_factory=list)
     providers: list[ProviderRow] = field(default_factory=list)
     specialised_services: list[SpecialisedServiceRow] = field(default_factory=list)
+    # v2 datasets; contracts None: no contracts dataset loaded (check 16 does not run).
+    originating_commissioners: list[OriginatingCommissionerRow] = field(default_factory=list)
+    devolved_districts: list[DevolvedDistrictRow] = field(default_factory=list)
+    contracts: list[ContractRow] | None = None
+    prior_approvals: list[PriorApprovalRow] = field(default_factory=list)
 
     def practice(self, code: str, commissioner: str | None, status: str = "A") -> World:
         self.gp_practices.append(GpPracticeRow(code, f"Practice {code}", commissioner, status))
@@ -109,6 +118,34 @@ class World:
         self.specialised_services.append(SpecialisedServiceRow(service_code, service_code, commissioner))
         return self
 
+    def originating(
+        self, nhs_number: str, care_basis: str, commissioner: str, start: date, end: date | None = None
+    ) -> World:
+        self.originating_commissioners.append(
+            OriginatingCommissionerRow(nhs_number, care_basis, commissioner, start, end)
+        )
+        return self
+
+    def devolved(self, district: str, nation: str = "W") -> World:
+        self.devolved_districts.append(DevolvedDistrictRow(district, nation))
+        return self
+
+    def contracts_loaded(self) -> World:
+        """A contracts dataset is loaded (with no rows until `contract` adds some)."""
+        if self.contracts is None:
+            self.contracts = []
+        return self
+
+    def contract(self, commissioner: str, provider: str, start: date, end: date | None = None) -> World:
+        self.contracts_loaded()
+        assert self.contracts is not None
+        self.contracts.append(ContractRow(commissioner, provider, start, end))
+        return self
+
+    def approval(self, commissioner: str, reference: str, nhs_number: str, start: date, end: date) -> World:
+        self.prior_approvals.append(PriorApprovalRow(commissioner, reference, nhs_number, start, end))
+        return self
+
     def reference(self) -> InMemoryReferenceData:
         return InMemoryReferenceData.from_rows(
             gp_practices=self.gp_practices,
@@ -118,13 +155,18 @@ class World:
             tariff=self.tariff,
             providers=self.providers,
             specialised_services=self.specialised_services,
+            originating_commissioners=self.originating_commissioners,
+            devolved_districts=self.devolved_districts,
+            contracts=self.contracts,
+            prior_approvals=self.prior_approvals,
             tokenise=fake_tokenise,
         )
 
 
 def reference_from_files(files: dict[str, bytes]) -> InMemoryReferenceData:
     """Reference data as the service loads it: each dataset's file (keyed by its name in
-    `PUT /v1/reference/{dataset}`) through its parser, patients tokenised with fake_tokenise."""
+    `PUT /v1/reference/{dataset}`) through its parser, patients tokenised with fake_tokenise. The v2
+    datasets are optional: a dataset without its file is not loaded."""
     rows = {dataset: parse_dataset(dataset, body) for dataset, body in files.items()}
     return InMemoryReferenceData.from_rows(
         gp_practices=rows["gp-practices"],
@@ -134,6 +176,10 @@ def reference_from_files(files: dict[str, bytes]) -> InMemoryReferenceData:
         tariff=rows["tariff"],
         providers=rows["providers"],
         specialised_services=rows["specialised-services"],
+        originating_commissioners=rows.get("originating-commissioners", ()),
+        devolved_districts=rows.get("devolved-districts", ()),
+        contracts=rows.get("contracts"),
+        prior_approvals=rows.get("prior-approvals", ()),
         tokenise=fake_tokenise,
     )
 

@@ -16,7 +16,12 @@ from cef_api.validation.rules import (
     check_nhs_number,
     responsible_commissioner,
 )
-from cef_api.validation.rules.who_pays import gp_registration, residence, specialised_service
+from cef_api.validation.rules.who_pays import (
+    gp_registration,
+    originating_commissioner,
+    residence,
+    specialised_service,
+)
 from cef_api.validation.types import Reason
 
 from .factories import fake_tokenise, header, nhs_numbers, raw_line, standard_world
@@ -35,16 +40,20 @@ def context(**values: str | None) -> LineContext:
 
 
 def test_who_pays_rules_run_in_the_spec_order() -> None:
-    assert WHO_PAYS_RULES == (specialised_service, gp_registration, residence)
+    assert WHO_PAYS_RULES == (specialised_service, originating_commissioner, gp_registration, residence)
     assert [check.__name__ for check in LINE_CHECKS] == [
         "check_nhs_number",
         "check_activity_period",
         "check_tariff_and_price",
+        "check_private_patient",
+        "check_chargeable_overseas_visitor",
     ]
     assert [check.__name__ for check in PATIENT_CHECKS] == [
         "check_patient_found",
         "check_date_of_birth",
         "check_responsible_commissioner",
+        "check_cross_border_resident",
+        "check_prior_approval",
         "check_duplicate",
     ]
 
@@ -64,7 +73,7 @@ def test_a_new_rule_is_a_unit_placed_in_the_list() -> None:
     def armed_forces(ctx: LineContext) -> str | None:
         return "13Q" if ctx.line.service_code == "ARMED" else None
 
-    rules = (specialised_service, armed_forces, *WHO_PAYS_RULES[1:])
+    rules = (specialised_service, armed_forces, *WHO_PAYS_RULES[2:])
     assert responsible_commissioner(context(service_code="ARMED"), rules) == "13Q"
     assert responsible_commissioner(context(), rules) == "02Y"
 

@@ -1,6 +1,7 @@
-"""One batch of backing data through the rules: parsed and tokenised, assessed by every rule but
-the duplicate check (which needs no other batch, so batches can be assessed in other processes),
-then settled in line order for duplicates. Pure but for the tokeniser call: no database."""
+"""One batch of backing data through the rules: parsed and tokenised, assessed by every rule that
+needs no earlier line (so batches can be assessed in other processes), then settled in line order:
+the duplicate check (9), then the pathway checks (14, 15), then the summary. Pure but for the
+tokeniser call: no database."""
 
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ from cef_api.validation.csvfile import BackingBatch, BatchLayout
 from cef_api.validation.engine import PreparedLine, SummaryAccumulator, check_line
 from cef_api.validation.prepared import prepare_batch, stored_codes
 from cef_api.validation.rules import verdict_for
+from cef_api.validation.rules.pathway import (
+    InMemorySpellIndex,
+    check_attendance_during_spell,
+    check_overlapping_spell,
+    pathway_fact,
+)
 from cef_api.validation.types import DuplicateKey, InvoiceHeader, Outcome, Reason, ReferenceData
 
 K = TypeVar("K")
@@ -94,6 +101,7 @@ def _pennies_to_store(amount: Decimal) -> int:
 _OUTCOME = LINE_COLUMNS.index("outcome")
 _REASONS = LINE_COLUMNS.index("reasons")
 _CLAIMED = LINE_COLUMNS.index("claimed_pennies")
+_LINE_NO = LINE_COLUMNS.index("line_no")
 _DUP_KEY = LINE_COLUMNS.index("dup_key")
 # assess_batch collects each line's values but the first and last column (seq, dup_key) in one list.
 _PER_LINE = len(LINE_COLUMNS) - 2
@@ -160,6 +168,15 @@ class AssessedBatch:
     columns: list[list[Any]]
     candidates: list[str | None]
     seconds: dict[str, float]
+    # The lines checks 14 and 15 concern, in line order: (index in the batch, *pathway_fact).
+    pathway: list[tuple[int, str, date, date | None]] = field(default_factory=list)
+    # Filled by settle_pathway: the spells to store, in repository.SPELL_COLUMNS order.
+    spell_rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+    @property
+    def patient_tokens(self) -> list[str]:
+        """The distinct patient tokens of the lines checks 14 and 15 concern (sorted)."""
+        return sorted({fact[1] for fact in self.pathway})
 
     @property
     def lines(self) -> int:
@@ -179,6 +196,7 @@ def assess_batch(
     t0 = time.perf_counter()
     values: list[Any] = []
     candidates: list[str | None] = []
+    pathway: list[tuple[int, str, date, date | None]] = []
     extend, candidate, digests = values.extend, candidates.append, KeyDigests()
     verdict_texts = _StoredForms[tuple[Reason, ...], tuple[str, str]](_verdict_text)
     date_texts = _StoredForms[date, str](date.isoformat)
@@ -189,8 +207,8 @@ def assess_batch(
     # that is priced, as validate_line does.
     factor = reference.market_forces_factor(header.provider_code.upper())
     postcode_tokens = batch.postcode_tokens or [None] * len(batch.prepared)
-    for line, nhs_token, postcode_token in zip(
-        batch.prepared, batch.line_tokens, postcode_tokens, strict=True
+    for index, (line, nhs_token, postcode_token) in enumerate(
+        zip(batch.prepared, batch.line_tokens, postcode_tokens, strict=True)
     ):
         dob = line.date_of_birth
         dob_token = dob_tokens.get(dob) if dob is not None else None
@@ -234,37 +252,118 @@ def assess_batch(
             )
         )
         candidate(digests.digest(key) if key is not None else None)
+        fact = pathway_fact(line, nhs_token)
+        if fact is not None:
+            pathway.append((index, *fact))
     lines = len(candidates)
     columns = [[seq] * lines, *(values[i::_PER_LINE] for i in range(_PER_LINE)), [None] * lines]
     return AssessedBatch(
-        columns, candidates, {"prepare_and_tokenise_s": batch.seconds, "validate_s": time.perf_counter() - t0}
+        columns,
+        candidates,
+        {"prepare_and_tokenise_s": batch.seconds, "validate_s": time.perf_counter() - t0},
+        pathway,
     )
 
 
-def _with_duplicate(reasons: str) -> str:
-    return ";".join(sorted([*filter(None, reasons.split(";")), Reason.DUPLICATE_ACTIVITY.value]))
+def _with_reason(reasons: str, reason: Reason) -> str:
+    return ";".join(sorted([*filter(None, reasons.split(";")), reason.value]))
 
 
-def settle_duplicates(batch: AssessedBatch, keys: set[str], summary: SummaryAccumulator) -> AssessedBatch:
-    """Check 9 on an assessed batch, in line order, then the summary: a line whose key an earlier
-    countable line holds gains DUPLICATE_ACTIVITY and is rejected; a line not rejected counts (its
-    digest is stored and remembered). The same outcome validate_line gives with the index itself,
-    as an earlier line counts exactly when its own rules and its own duplicate check pass. `keys`:
-    the digests of the countable lines before this batch (grows with this batch's). Settles the
-    batch in place and returns it."""
+def settle_duplicates(
+    batch: AssessedBatch, keys: set[str], summary: SummaryAccumulator | None = None
+) -> AssessedBatch:
+    """Check 9 on an assessed batch, in line order: a line whose key an earlier countable line holds
+    gains DUPLICATE_ACTIVITY and is rejected; a line not rejected counts (its digest is stored and
+    remembered). The same outcome validate_line gives with the index itself, as an earlier line
+    counts exactly when its own rules and its own duplicate check pass. `keys`: the digests of the
+    countable lines before this batch (grows with this batch's). With a `summary`, the batch is
+    then counted into it (`count_batch`): only when no later check is to run. Settles the batch in
+    place and returns it."""
     columns = batch.columns
     outcomes, reasons, dup_keys = columns[_OUTCOME], columns[_REASONS], columns[_DUP_KEY]
     rejected = Outcome.REJECTED.value
+    duplicate = Reason.DUPLICATE_ACTIVITY
     for index, digest in enumerate(batch.candidates):
         if digest is None:
             continue
         if digest in keys:
             outcomes[index] = rejected
-            reasons[index] = _with_duplicate(reasons[index])
+            reasons[index] = _with_reason(reasons[index], duplicate)
         elif outcomes[index] != rejected:
             keys.add(digest)
             dup_keys[index] = digest
+    if summary is not None:
+        count_batch(batch, summary)
+    return batch
+
+
+def settle_pathway(
+    batch: AssessedBatch, *, commissioner_code: str, spells: InMemorySpellIndex
+) -> AssessedBatch:
+    """Checks 14 and 15 on a batch whose duplicates are settled, line by line in order, as
+    `decide_pathway_line` decides them: a line that gains a reason keeps it beside any other, and a
+    valid line becomes a query. `spells` holds the earlier countable spells of the batch's patients
+    (earlier invoices of the commissioner, any provider, and earlier batches of this one) and grows
+    with the batch's own; those are also listed in `batch.spell_rows` to be stored. In place;
+    returns it."""
+    columns = batch.columns
+    outcomes, reasons, line_nos, seqs = columns[_OUTCOME], columns[_REASONS], columns[_LINE_NO], columns[0]
+    rejected, valid, query = Outcome.REJECTED.value, Outcome.VALID.value, Outcome.QUERY.value
+    commissioner = commissioner_code.upper()
+    overlapping, during = Reason.OVERLAPPING_SPELL, Reason.ATTENDANCE_DURING_SPELL
+    # A million lines are settled in the one service process, so each step a line counts: one dict
+    # look-up decides the lines of patients with no earlier spell, and the rule runs for the others.
+    patients = spells.patients(commissioner)
+    earlier_of, append = patients.get, batch.spell_rows.append
+    texts = _StoredForms[date, str](date.isoformat)
+    for index, nhs_token, activity_date, discharge in batch.pathway:
+        outcome = outcomes[index]
+        earlier = earlier_of(nhs_token)
+        # pathway_reason's two checks, called directly.
+        if earlier and (
+            check_attendance_during_spell(activity_date, earlier)
+            if discharge is None
+            else check_overlapping_spell(activity_date, discharge, earlier)
+        ):
+            reasons[index] = _with_reason(reasons[index], during if discharge is None else overlapping)
+            if outcome == valid:
+                outcomes[index] = query
+        if discharge is not None and outcome != rejected:
+            if earlier is None:
+                patients[nhs_token] = [(activity_date, discharge)]
+            else:
+                earlier.append((activity_date, discharge))
+            append(
+                (
+                    seqs[index],
+                    line_nos[index],
+                    commissioner,
+                    nhs_token,
+                    texts[activity_date],
+                    texts[discharge],
+                )
+            )
+    return batch
+
+
+def count_batch(batch: AssessedBatch, summary: SummaryAccumulator) -> None:
+    """Counts a settled batch's lines into the invoice's summary (outcomes and amounts)."""
     add = summary.add_pennies
-    for outcome, claimed in zip(outcomes, columns[_CLAIMED], strict=True):
+    for outcome, claimed in zip(batch.columns[_OUTCOME], batch.columns[_CLAIMED], strict=True):
         add(outcome, claimed)
+
+
+def settle_batch(
+    batch: AssessedBatch,
+    *,
+    keys: set[str],
+    commissioner_code: str,
+    spells: InMemorySpellIndex,
+    summary: SummaryAccumulator,
+) -> AssessedBatch:
+    """Every check that needs earlier lines, in the order the spec decides them, then the summary:
+    duplicates first, since a line rejected as a duplicate is no earlier spell."""
+    settle_duplicates(batch, keys)
+    settle_pathway(batch, commissioner_code=commissioner_code, spells=spells)
+    count_batch(batch, summary)
     return batch

@@ -1,10 +1,12 @@
 """Validation of an invoice's backing data: batches of whole records cut where the structural pass
 noted, tokenised in one call per kind, assessed (in this process or in worker processes), settled
-for duplicates in line order, bulk inserted, progress after each batch.
+for duplicates and then for the pathway checks in line order, bulk inserted with their spells,
+progress after each batch.
 
-One invoice of a chain (same provider and commissioner) is validated at a time, in submission
-order (`repository.try_claim`), so duplicate detection across invoices stays exact however many
-submissions arrive together. Synchronous submissions run here in the request's worker thread;
+One invoice of a chain (every invoice addressed to one commissioner, whatever its provider) is
+validated at a time, in submission order (`repository.try_claim`), so duplicate detection and the
+pathway checks (which look back across providers) stay exact however many submissions arrive
+together, in one process or several. Synchronous submissions run here in the request's worker thread;
 large ones run on `ValidationWorker`, a thread of the service process, with their batches
 assessed in its `ValidationPool` of worker processes when one is configured."""
 
@@ -30,7 +32,7 @@ from cef_api.invoices.batches import (
     AssessedBatch,
     TokenisedBatch,
     assess_batch,
-    settle_duplicates,
+    settle_batch,
     tokenise_batch,
 )
 from cef_api.invoices.exceptions import MAX_PENNIES, AmountTooLarge
@@ -46,6 +48,7 @@ from cef_api.tokeniser_client import TokeniserClient
 from cef_api.validation.csvfile import BackingSurvey, split_backing_batches, survey_backing_data
 from cef_api.validation.engine import SummaryAccumulator
 from cef_api.validation.prepared import PREPARED_COLUMNS
+from cef_api.validation.rules.pathway import InMemorySpellIndex
 from cef_api.validation.types import InvoiceHeader
 from cef_common.auth import Principal
 
@@ -155,28 +158,79 @@ def _inline_batches(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+class JobSpellIndex:
+    """The look-back of checks 14 and 15 for one validation job, as JobDuplicateIndex is for check 9:
+    the spells billed to the invoice's commissioner, either all read at the start (a short history)
+    and kept in memory with this invoice's own as they settle, or read per batch for the batch's
+    patients and dates only (a long one), when this invoice's earlier batches are read back too."""
+
+    def __init__(self, *, commissioner_code: str, per_batch: bool, spells: InMemorySpellIndex) -> None:
+        self.commissioner_code = commissioner_code.upper()
+        self.per_batch = per_batch
+        self.spells = spells
+
+    @classmethod
+    def for_chain(cls, session: Session, invoice: Invoice, memory_rows: int) -> JobSpellIndex:
+        commissioner = invoice.commissioner_code.upper()
+        earlier = repository.chain_spell_count(session, commissioner)
+        if earlier > memory_rows:
+            return cls(commissioner_code=commissioner, per_batch=True, spells=InMemorySpellIndex())
+        spells = InMemorySpellIndex()
+        if earlier:
+            for token, admission, discharge in repository.chain_spells(session, commissioner):
+                spells.add(commissioner, token, (admission, discharge))
+        return cls(commissioner_code=commissioner, per_batch=False, spells=spells)
+
+    def for_batch(self, session: Session, batch: AssessedBatch) -> InMemorySpellIndex:
+        """The index to settle `batch` against (it grows with the batch's own spells)."""
+        if not self.per_batch:
+            return self.spells
+        spells = InMemorySpellIndex()
+        if batch.pathway:
+            commissioner = self.commissioner_code
+            after = min(fact[2] for fact in batch.pathway)
+            before = max(fact[3] or fact[2] for fact in batch.pathway)
+            found = repository.earlier_spells(
+                session, commissioner, batch.patient_tokens, after=after, before=before
+            )
+            for token, admission, discharge in found:
+                spells.add(commissioner, token, (admission, discharge))
+        return spells
+
+
 def _settle_and_store(
     session: Session,
     *,
     seq: int,
     batch: AssessedBatch,
     duplicates: JobDuplicateIndex,
+    spells: JobSpellIndex,
     summary: SummaryAccumulator,
 ) -> int:
     t0 = time.perf_counter()
     if duplicates.per_batch:
         candidates = sorted({c for c in batch.candidates if c is not None})
         duplicates.extend(repository.existing_dup_keys(session, candidates))
-    settle_duplicates(batch, duplicates.keys, summary)
+    settle_batch(
+        batch,
+        keys=duplicates.keys,
+        commissioner_code=spells.commissioner_code,
+        spells=spells.for_batch(session, batch),
+        summary=summary,
+    )
     t1 = time.perf_counter()
     repository.insert_lines(session, batch.rows())
+    t2 = time.perf_counter()
+    repository.insert_spells(session, batch.spell_rows)
     log.info(
         "validation_batch",
         invoice_seq=seq,
         lines=batch.lines,
         **{k: round(v, 3) for k, v in batch.seconds.items()},
         settle_s=round(t1 - t0, 3),
-        insert_s=round(time.perf_counter() - t1, 3),
+        insert_s=round(t2 - t1, 3),
+        insert_spells_s=round(time.perf_counter() - t2, 3),
+        spells=len(batch.spell_rows),
     )
     return batch.lines
 
@@ -258,6 +312,7 @@ def _run(
         summary = SummaryAccumulator()
         done = 0
         duplicates = JobDuplicateIndex.for_chain(session, invoice, settings.reference_memory_rows)
+        spells = JobSpellIndex.for_chain(session, invoice, settings.reference_memory_rows)
         batches = (
             pool.assessed_batches(spool, survey, seq=seq, header=header, versions=snapshot.versions)
             if pool is not None
@@ -266,7 +321,14 @@ def _run(
             )
         )
         for batch in batches:
-            done += _settle_and_store(session, seq=seq, batch=batch, duplicates=duplicates, summary=summary)
+            done += _settle_and_store(
+                session,
+                seq=seq,
+                batch=batch,
+                duplicates=duplicates,
+                spells=spells,
+                summary=summary,
+            )
             repository.update_invoice(session, seq, lines_done=done)
             session.commit()
             if on_batch is not None:
@@ -426,8 +488,8 @@ def recover_interrupted(engine: Engine) -> int:
 def claim(engine: Engine, invoice: Invoice) -> bool:
     assert invoice.seq is not None
     with Session(engine) as session:
-        transaction_lock(session, f"chain:{invoice.provider_code}:{invoice.commissioner_code}")
-        claimed = repository.try_claim(session, invoice.seq, invoice.provider_code, invoice.commissioner_code)
+        transaction_lock(session, repository.chain_lock_name(invoice.commissioner_code))
+        claimed = repository.try_claim(session, invoice.seq, invoice.commissioner_code)
         if claimed:
             record_invoice_event(
                 session,

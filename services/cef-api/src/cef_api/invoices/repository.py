@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
 from cef_api.invoices.models import Challenge, ChallengeStatus, Invoice, InvoiceLine, InvoiceStatus, Payment
 
@@ -24,6 +26,22 @@ challenge_t: sa.Table = Challenge.__table__  # type: ignore[attr-defined]
 payment_t: sa.Table = Payment.__table__  # type: ignore[attr-defined]
 IV = invoice_t.c
 L = line_t.c
+
+# The look-back index of checks 14 and 15 (migration 0007): the spells with nights of lines whose
+# outcome was not rejected, by invoice commissioner and patient token. Written as lines are stored;
+# a failed invoice's are deleted with its lines, a withdrawn one's when it is withdrawn, and a
+# purged one's with its tokens. A plain table, not a model: nothing reads it as objects.
+spell_t = sa.Table(
+    "invoice_spell",
+    SQLModel.metadata,
+    sa.Column("invoice_seq", sa.Integer, sa.ForeignKey("invoice.seq"), primary_key=True),
+    sa.Column("line_no", sa.Integer, primary_key=True),
+    sa.Column("commissioner_code", sa.String(12), nullable=False),
+    sa.Column("nhs_token", sa.String(128), nullable=False),
+    sa.Column("admission", sa.Date, nullable=False),
+    sa.Column("discharge", sa.Date, nullable=False),
+)
+SP = spell_t.c
 
 
 def by_id(session: Session, invoice_id: str) -> Invoice | None:
@@ -52,12 +70,20 @@ def number_taken(session: Session, provider_code: str, invoice_number: str) -> b
     return session.execute(stmt.limit(1)).first() is not None
 
 
-def try_claim(session: Session, seq: int, provider_code: str, commissioner_code: str) -> bool:
-    """Marks the invoice `validating` when no other invoice of its chain (same provider and
-    commissioner) is validating and none submitted before it waits: one statement, so atomic."""
+def chain_lock_name(commissioner_code: str) -> str:
+    """The lock of a chain: every invoice addressed to one commissioner, whatever its provider,
+    since checks 9, 14 and 15 look back over the lines submitted before (14 and 15 across
+    providers). Held while claiming and while withdrawing."""
+    return f"chain:{commissioner_code.upper()}"
+
+
+def try_claim(session: Session, seq: int, commissioner_code: str) -> bool:
+    """Marks the invoice `validating` when no other invoice of its chain (same commissioner, any
+    provider) is validating and none submitted before it waits: one statement, so atomic. Call it
+    under `chain_lock_name`'s lock (PostgreSQL: two claims under READ COMMITTED would not see each
+    other's update)."""
     other = invoice_t.alias("other")
     blocking = sa.exists().where(
-        other.c.provider_code == provider_code,
         other.c.commissioner_code == commissioner_code,
         other.c.seq != seq,
         sa.or_(
@@ -95,6 +121,8 @@ def job_connection(engine: Engine) -> Iterator[Connection]:
 
 
 def delete_lines(session: Session, seq: int) -> None:
+    """The invoice's lines and their spells: a failed (or restarted) validation keeps nothing."""
+    session.execute(sa.delete(spell_t).where(SP.invoice_seq == seq))
     session.execute(sa.delete(line_t).where(line_t.c.invoice_seq == seq))
 
 
@@ -168,6 +196,82 @@ def existing_dup_keys(session: Session, keys: Sequence[str]) -> set[str]:
     return found
 
 
+SPELL_COLUMNS = ("invoice_seq", "line_no", "commissioner_code", "nhs_token", "admission", "discharge")
+_INSERT_SPELLS_SQL = (
+    f"INSERT INTO invoice_spell ({', '.join(SPELL_COLUMNS)}) VALUES ({', '.join('?' for _ in SPELL_COLUMNS)})"
+)
+_COPY_SPELLS_SQL = f"COPY invoice_spell ({', '.join(SPELL_COLUMNS)}) FROM STDIN"
+_BY_PATIENT = operator.itemgetter(SPELL_COLUMNS.index("nhs_token"))
+
+
+def insert_spells(session: Session, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Bulk insert of spells in SPELL_COLUMNS order (dates as ISO text), as insert_lines does."""
+    if not rows:
+        return
+    # In patient order, the (commissioner_code, nhs_token) index takes them as runs of neighbouring
+    # entries rather than one random page each: about a quarter less to store a batch's on SQLite.
+    rows = sorted(rows, key=_BY_PATIENT)
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor.copy(_COPY_SPELLS_SQL) as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    connection.connection.driver_connection.executemany(_INSERT_SPELLS_SQL, rows)  # type: ignore[union-attr]
+
+
+def _chain_spells(commissioner_code: str) -> sa.Select[Any]:
+    """The stored spells billed to a commissioner (any provider, any invoice not failed or
+    withdrawn): (nhs_token, admission, discharge). The dates as the driver gives them (ISO text on
+    SQLite, where SQLAlchemy's own date parsing would cost more than the checks; dates on
+    PostgreSQL): `stored_day` makes dates of them."""
+    return (
+        sa.select(
+            SP.nhs_token, sa.type_coerce(SP.admission, sa.String), sa.type_coerce(SP.discharge, sa.String)
+        )
+        .join(invoice_t, invoice_t.c.seq == SP.invoice_seq)
+        .where(SP.commissioner_code == commissioner_code.upper(), _NOT_FAILED)
+    )
+
+
+@functools.lru_cache(maxsize=65_536)
+def stored_day(value: str | date) -> date:
+    """A stored spell date as a date (one object per day, shared by every spell that holds it)."""
+    return value if isinstance(value, date) else date.fromisoformat(value)
+
+
+def chain_spell_count(session: Session, commissioner_code: str) -> int:
+    """How many stored spells billed to the commissioner count as earlier spells."""
+    spells = _chain_spells(commissioner_code).subquery()
+    return int(session.execute(sa.select(sa.func.count()).select_from(spells)).scalar_one())
+
+
+def chain_spells(session: Session, commissioner_code: str) -> Iterator[tuple[str, date, date]]:
+    """Every stored spell billed to the commissioner that counts: (nhs_token, admission, discharge)."""
+    day = stored_day
+    for token, admission, discharge in session.execute(_chain_spells(commissioner_code)):
+        yield token, day(admission), day(discharge)
+
+
+def earlier_spells(
+    session: Session, commissioner_code: str, nhs_tokens: Sequence[str], *, after: date, before: date
+) -> Iterator[tuple[str, date, date]]:
+    """The stored spells of these patients billed to this commissioner (any provider, any invoice
+    not failed or withdrawn, this one's earlier batches included) that hold a night between `after`
+    and `before` (a spell ending on or before `after`, or starting on or after `before`, can meet
+    no line dated within them): (nhs_token, admission, discharge), in no particular order. Read
+    through the (commissioner_code, nhs_token) index, a chunk of tokens at a time."""
+    day = stored_day
+    for start in range(0, len(nhs_tokens), IN_CHUNK):
+        chunk = nhs_tokens[start : start + IN_CHUNK]
+        stmt = _chain_spells(commissioner_code).where(
+            SP.nhs_token.in_(chunk), SP.admission < before, SP.discharge > after
+        )
+        for token, admission, discharge in session.execute(stmt):
+            yield token, day(admission), day(discharge)
+
+
 def _chain_keys(provider_code: str, commissioner_code: str, seq: int) -> sa.Select[Any]:
     """Duplicate keys of the other invoices of a chain (same provider and commissioner)."""
     return (
@@ -234,7 +338,9 @@ def payable_total(session: Session, commissioner_code: str) -> tuple[int, int]:
 
 
 def stop_counting_lines(session: Session, seq: int) -> int:
-    """Clears the duplicate keys of an invoice's lines (withdrawn: they are earlier lines no more)."""
+    """Clears the duplicate keys and removes the spells of an invoice's lines (withdrawn: they are
+    earlier lines no more); the count of lines whose key was cleared."""
+    session.execute(sa.delete(spell_t).where(SP.invoice_seq == seq))
     result = cast(
         "sa.CursorResult[Any]",
         session.execute(
@@ -364,6 +470,8 @@ def purge_line_tokens(session: Session, seqs: Sequence[int]) -> int:
     count = 0
     for start in range(0, len(seqs), IN_CHUNK):
         chunk = list(seqs[start : start + IN_CHUNK])
+        # The spells hold the same tokens, and purged lines count for no later line.
+        session.execute(sa.delete(spell_t).where(SP.invoice_seq.in_(chunk)))
         result = cast(
             "sa.CursorResult[Any]",
             session.execute(

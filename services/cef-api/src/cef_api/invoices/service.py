@@ -716,9 +716,9 @@ def withdraw(session: Session, *, principal: Principal, invoice_id: str, reason:
         )
     lifecycle.ensure_no_identifier(reason, field="reason")
     assert invoice.seq is not None
-    # The chain's lock: a validation of a later invoice of this provider and commissioner either
-    # read these lines' duplicate keys before the withdrawal or finds them gone.
-    transaction_lock(session, f"chain:{invoice.provider_code}:{invoice.commissioner_code}")
+    # The chain's lock: a validation of a later invoice to this commissioner either read these
+    # lines' duplicate keys and spells before the withdrawal or finds them gone.
+    transaction_lock(session, repository.chain_lock_name(invoice.commissioner_code))
     repository.update_invoice(session, invoice.seq, withdrawn_by=principal.sub[:200])  # the first write
     session.refresh(invoice)
     now = datetime.now(UTC)

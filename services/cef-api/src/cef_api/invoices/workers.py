@@ -1,12 +1,13 @@
 """Worker processes that assess batches of one invoice side by side, on the cores one Python
 process cannot use.
 
-A batch needs no other batch but for the duplicate check, which the job settles afterwards in
-line order (`batches.settle_duplicates`), so batches are handed out in order and their results
-taken back in order. Each worker is a spawned process of this service (never a fork of its
-threads) with its own database engine, tokeniser client and reference snapshot, kept while the
-versions it holds stay in force. Backing data reaches a worker only through the pipe between the
-two processes, as the text of whole records; it is never written anywhere."""
+A batch needs no other batch but for the checks that look back (duplicates, then the pathway
+checks), which the job settles afterwards in line order (`batches.settle_batch`), so batches are
+handed out in order and their results taken back in order. Each worker is a spawned process of
+this service (never a fork of its threads) with its own database engine, tokeniser client and
+reference snapshot, kept while the versions it holds stay in force. Backing data reaches a worker
+only through the pipe between the two processes, as the text of whole records; it is never
+written anywhere."""
 
 from __future__ import annotations
 

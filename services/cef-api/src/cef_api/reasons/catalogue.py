@@ -16,7 +16,7 @@ def _entry(code: Reason, outcome: ReasonOutcome, summary: str, action: str) -> R
     return ReasonExplained(code=code.value, outcome=outcome, summary=summary, action=action)
 
 
-# In the order of validation-rules.md (checks 1-9), then rejections before queries of v2 to come.
+# In the order of validation-rules.md: checks 1-9, then the v2 checks 10-16.
 ENTRIES: Final[tuple[ReasonExplained, ...]] = (
     _entry(
         Reason.MALFORMED_LINE,
@@ -96,6 +96,63 @@ ENTRIES: Final[tuple[ReasonExplained, ...]] = (
         "already been claimed from this commissioner, on an earlier invoice or higher up this one.",
         "Remove the repeated line; if it really was a second activity, tell the commissioner so it "
         "can be looked at.",
+    ),
+    _entry(
+        Reason.PRIVATE_PATIENT,
+        "rejected",
+        "The line says the patient was treated as a private patient (administrative category 02), "
+        "and the NHS does not pay for private care.",
+        "Charge the patient or their insurer instead; if the patient was in fact an NHS patient, "
+        "correct the administrative category and send the line again on a new invoice.",
+    ),
+    _entry(
+        Reason.CHARGEABLE_OVERSEAS_VISITOR,
+        "rejected",
+        "The line says the patient is an overseas visitor who must pay for this care (overseas "
+        "visitor status 2, 3 or 4), so no commissioner pays for it.",
+        "Recover the charge from the patient under the overseas visitor charging rules; if the "
+        "patient is exempt, correct the status and send the line again on a new invoice.",
+    ),
+    _entry(
+        Reason.ORIGINATING_COMMISSIONER_UNKNOWN,
+        "query",
+        "The line says the care is section 117 aftercare or NHS continuing healthcare, but the CEF "
+        "holds no record of which commissioner placed the patient in that care on the activity date.",
+        "Tell the commissioner who arranged the aftercare or continuing healthcare, or remove the "
+        "care basis if the line was not that kind of care.",
+    ),
+    _entry(
+        Reason.CROSS_BORDER_RESIDENT,
+        "query",
+        "The patient is registered with a GP in England but lives in Wales, Scotland or Northern "
+        "Ireland, where the rules on who pays differ.",
+        "Be ready to confirm where the patient lived and which practice they were registered with "
+        "when the commissioner asks; the commissioner decides who pays.",
+    ),
+    _entry(
+        Reason.OVERLAPPING_SPELL,
+        "query",
+        "This hospital stay shares at least one night with a stay for the same patient already "
+        "claimed from this commissioner, by you or by another provider.",
+        "Check the admission and discharge dates of both stays and tell the commissioner which one "
+        "is right (a transfer discharged and admitted on the same day does not overlap).",
+    ),
+    _entry(
+        Reason.ATTENDANCE_DURING_SPELL,
+        "query",
+        "This outpatient attendance or day case falls while the same patient was staying in hospital "
+        "under a stay already claimed from this commissioner, by you or by another provider.",
+        "Check the date of the attendance and the dates of the stay, and tell the commissioner "
+        "whether the attendance really took place apart from the stay.",
+    ),
+    _entry(
+        Reason.PRIOR_APPROVAL_MISSING,
+        "query",
+        "The commissioner holds no contract with you for this activity on that date, and the line "
+        "has no prior approval reference that matches one the commissioner gave for this patient "
+        "and date.",
+        "Add the commissioner's prior approval reference for this patient to the line (as the "
+        "commissioner wrote it), or show the commissioner the contract that covers the activity.",
     ),
 )
 

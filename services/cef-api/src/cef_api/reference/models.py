@@ -99,3 +99,54 @@ class RefSpecialisedService(SQLModel, table=True):
     service_code: str = Field(max_length=20)
     name: str = Field(max_length=300)
     commissioner_code: str = Field(max_length=12)
+
+
+# v2 datasets (migration 0008). Dates are inclusive; a blank `to` (valid_to None) is open.
+
+
+class RefOriginatingCommissioner(SQLModel, table=True):
+    """Who placed a patient under s117 aftercare or continuing healthcare; the patient by token only."""
+
+    __tablename__ = "ref_originating_commissioner"
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: int
+    nhs_token: str = Field(max_length=128)
+    care_basis: str = Field(max_length=8)
+    commissioner_code: str = Field(max_length=12)
+    valid_from: date
+    valid_to: date | None = None
+
+
+class RefDevolvedDistrict(SQLModel, table=True):
+    __tablename__ = "ref_devolved_district"
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: int
+    postcode_district: str = Field(max_length=8)
+    nation: str = Field(max_length=2)
+
+
+class RefContract(SQLModel, table=True):
+    __tablename__ = "ref_contract"
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: int
+    commissioner_code: str = Field(max_length=12)
+    provider_code: str = Field(max_length=12)
+    valid_from: date
+    valid_to: date | None = None
+
+
+class RefPriorApproval(SQLModel, table=True):
+    """An approval for activity without a contract; the patient by token only."""
+
+    __tablename__ = "ref_prior_approval"
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: int
+    commissioner_code: str = Field(max_length=12)
+    reference: str = Field(max_length=40)
+    nhs_token: str = Field(max_length=128)
+    valid_from: date
+    valid_to: date

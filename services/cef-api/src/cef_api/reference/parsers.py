@@ -1,4 +1,4 @@
-"""Parsers of the seven reference datasets: bytes of a file in, typed rows out, or the whole file refused.
+"""Parsers of the reference datasets: bytes of a file in, typed rows out, or the whole file refused.
 
 Pure: no database, no tokenising. Every row is checked; a file with any bad row is refused whole
 with its first errors by line (of the file, 1-based) and column. Error messages never repeat a
@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from cef_api.validation.nhs_number import normalise_nhs_number
 from cef_api.validation.postcode import outward_code
-from cef_api.validation.values import POINTS_OF_DELIVERY, parse_date_uncached
+from cef_api.validation.values import CARE_BASES, POINTS_OF_DELIVERY, parse_date_uncached
 from cef_common.errors import NotFound, Unprocessable
 from cef_common.params import MAX_INTEGER
 from cef_common.redact import carries_identifier
@@ -31,6 +31,11 @@ DATASETS: Final[tuple[str, ...]] = (
     "tariff",
     "providers",
     "specialised-services",
+    # v2, all optional: a CEF without them validates as v1 did.
+    "originating-commissioners",
+    "devolved-districts",
+    "contracts",
+    "prior-approvals",
 )
 FILENAMES: Final[dict[str, str]] = {
     "gp-practices": "epraccur.csv",
@@ -40,7 +45,28 @@ FILENAMES: Final[dict[str, str]] = {
     "tariff": "tariff.csv",
     "providers": "providers.csv",
     "specialised-services": "specialised_services.csv",
+    "originating-commissioners": "originating_commissioners.csv",
+    "devolved-districts": "devolved_districts.csv",
+    "contracts": "contracts.csv",
+    "prior-approvals": "prior_approvals.csv",
 }
+# The order a directory of files is loaded in (`cef reference load`, the seed on start): practices
+# and providers first, patient-keyed data last.
+LOAD_ORDER: Final[tuple[str, ...]] = (
+    "gp-practices",
+    "providers",
+    "tariff",
+    "specialised-services",
+    "postcode-districts",
+    "devolved-districts",
+    "contracts",
+    "patients",
+    "registrations",
+    "originating-commissioners",
+    "prior-approvals",
+)
+# devolved_districts.csv: Wales, Scotland, Northern Ireland.
+NATIONS: Final = frozenset({"W", "S", "N"})
 MAX_REPORTED_ERRORS: Final = 20
 EPRACCUR_FIELDS: Final = 27
 
@@ -53,6 +79,7 @@ _INTEGER: Final = re.compile(r"[0-9]+")
 MAX_CODE: Final = 12
 MAX_NUMBER: Final = 20
 MAX_TEXT: Final = 200
+MAX_REFERENCE: Final = 40  # a prior approval's reference (migration 0008)
 
 
 def _named(value: str) -> str:
@@ -141,6 +168,38 @@ class SpecialisedServiceRow:
     service_code: str
     name: str
     commissioner_code: str
+
+
+@dataclass(frozen=True, slots=True)
+class OriginatingCommissionerRow:
+    nhs_number: str  # the 10 digits
+    care_basis: str  # one of CARE_BASES
+    commissioner_code: str
+    valid_from: date  # the file's `from`
+    valid_to: date | None  # the file's `to`; None: open
+
+
+@dataclass(frozen=True, slots=True)
+class DevolvedDistrictRow:
+    postcode_district: str
+    nation: str  # one of NATIONS
+
+
+@dataclass(frozen=True, slots=True)
+class ContractRow:
+    commissioner_code: str
+    provider_code: str
+    valid_from: date  # the file's `from`
+    valid_to: date | None  # the file's `to`; None: open
+
+
+@dataclass(frozen=True, slots=True)
+class PriorApprovalRow:
+    commissioner_code: str
+    reference: str  # as written (trimmed); matched case-insensitively
+    nhs_number: str  # the 10 digits
+    valid_from: date
+    valid_to: date
 
 
 class _Problems:
@@ -390,14 +449,21 @@ def _registration(f: _Fields) -> RegistrationRow | None:
     return RegistrationRow(nhs_number, practice, registered_from, registered_to)
 
 
-def _postcode_district(f: _Fields) -> PostcodeDistrictRow | None:
-    raw = f.text("postcode_district")
-    commissioner = f.code("commissioner_code")
-    if raw is None or commissioner is None:
+def _district(f: _Fields, column: str) -> str | None:
+    raw = f.text(column)
+    if raw is None:
         return None
     district = "".join(raw.split()).upper()
     if not _DISTRICT.fullmatch(district):
-        f.bad("postcode_district", "must be a postcode's outward code, such as TS18")
+        f.bad(column, "must be a postcode's outward code, such as TS18")
+        return None
+    return district
+
+
+def _postcode_district(f: _Fields) -> PostcodeDistrictRow | None:
+    district = _district(f, "postcode_district")
+    commissioner = f.code("commissioner_code")
+    if district is None or commissioner is None:
         return None
     return PostcodeDistrictRow(district, commissioner)
 
@@ -444,6 +510,67 @@ def _specialised_service(f: _Fields) -> SpecialisedServiceRow | None:
     return SpecialisedServiceRow(code, name, commissioner)
 
 
+def _period(f: _Fields, start: str, end: str, *, end_required: bool) -> tuple[date | None, date | None]:
+    """Two inclusive dates; an end before the start is refused."""
+    valid_from = f.date(start)
+    valid_to = f.date(end, required=end_required)
+    if valid_from is not None and valid_to is not None and valid_to < valid_from:
+        f.bad(end, f"is before {start} (both are inclusive)")
+        return None, None
+    return valid_from, valid_to
+
+
+def _one_of(f: _Fields, column: str, allowed: frozenset[str]) -> str | None:
+    value = f.code(column)
+    if value is not None and value not in allowed:
+        f.bad(column, f"must be one of {', '.join(sorted(allowed))}")
+        return None
+    return value
+
+
+def _originating_commissioner(f: _Fields) -> OriginatingCommissionerRow | None:
+    nhs_number = f.nhs_number("nhs_number")
+    care_basis = _one_of(f, "care_basis", CARE_BASES)
+    commissioner = f.code("commissioner_code")
+    valid_from, valid_to = _period(f, "from", "to", end_required=False)
+    if nhs_number is None or care_basis is None or commissioner is None or valid_from is None:
+        return None
+    return OriginatingCommissionerRow(nhs_number, care_basis, commissioner, valid_from, valid_to)
+
+
+def _devolved_district(f: _Fields) -> DevolvedDistrictRow | None:
+    district = _district(f, "postcode_district")
+    nation = _one_of(f, "nation", NATIONS)
+    if district is None or nation is None:
+        return None
+    return DevolvedDistrictRow(district, nation)
+
+
+def _contract(f: _Fields) -> ContractRow | None:
+    commissioner = f.code("commissioner_code")
+    provider = f.code("provider_code")
+    valid_from, valid_to = _period(f, "from", "to", end_required=False)
+    if commissioner is None or provider is None or valid_from is None:
+        return None
+    return ContractRow(commissioner, provider, valid_from, valid_to)
+
+
+def _prior_approval(f: _Fields) -> PriorApprovalRow | None:
+    commissioner = f.code("commissioner_code")
+    reference = f.text("reference", max_length=MAX_REFERENCE)
+    nhs_number = f.nhs_number("nhs_number")
+    valid_from, valid_to = _period(f, "valid_from", "valid_to", end_required=True)
+    if (
+        commissioner is None
+        or reference is None
+        or nhs_number is None
+        or valid_from is None
+        or valid_to is None
+    ):
+        return None
+    return PriorApprovalRow(commissioner, reference, nhs_number, valid_from, valid_to)
+
+
 _TABLES: Final[dict[str, _TableFormat]] = {
     "patients": _TableFormat(
         ("nhs_number", "date_of_birth", "postcode"), _patient, lambda r: r.nhs_number, "nhs_number", False
@@ -483,6 +610,34 @@ _TABLES: Final[dict[str, _TableFormat]] = {
         "service_code",
         True,
     ),
+    "originating-commissioners": _TableFormat(
+        ("nhs_number", "care_basis", "commissioner_code", "from", "to"),
+        _originating_commissioner,
+        lambda r: (r.nhs_number, r.care_basis, r.commissioner_code, r.valid_from),
+        "nhs_number, care_basis, commissioner_code and from",
+        False,
+    ),
+    "devolved-districts": _TableFormat(
+        ("postcode_district", "nation"),
+        _devolved_district,
+        lambda r: r.postcode_district,
+        "postcode_district",
+        True,
+    ),
+    "contracts": _TableFormat(
+        ("commissioner_code", "provider_code", "from", "to"),
+        _contract,
+        lambda r: (r.commissioner_code, r.provider_code, r.valid_from),
+        "commissioner_code, provider_code and from",
+        True,
+    ),
+    "prior-approvals": _TableFormat(
+        ("commissioner_code", "reference", "nhs_number", "valid_from", "valid_to"),
+        _prior_approval,
+        lambda r: (r.commissioner_code, r.reference.upper(), r.nhs_number, r.valid_from),
+        "commissioner_code, reference, nhs_number and valid_from",
+        False,
+    ),
 }
 
 
@@ -493,6 +648,8 @@ def parse_dataset(dataset: str, data: bytes) -> list[Any]:
     whatever its status. The others have a header row: columns in any order (names trimmed,
     case-insensitive), extra columns ignored, every documented column required; codes upper-cased;
     two rows with the same key (practice, NHS number, HRG × point of delivery, ...) refuse the file.
+    A header row alone is a dataset with no rows (for `contracts`, unlike no dataset at all, it
+    means no commissioner holds any contract).
     """
     if dataset not in DATASETS:
         # Not quoted: the name is the caller's text (a path segment).

@@ -9,10 +9,14 @@ import sqlalchemy as sa
 from sqlmodel import Session, SQLModel
 
 from cef_api.reference.models import (
+    RefContract,
+    RefDevolvedDistrict,
     ReferenceVersion,
     RefGpPractice,
+    RefOriginatingCommissioner,
     RefPatient,
     RefPostcodeDistrict,
+    RefPriorApproval,
     RefProvider,
     RefRegistration,
     RefSpecialisedService,
@@ -28,6 +32,10 @@ TABLES: dict[str, type[SQLModel]] = {
     "tariff": RefTariff,
     "providers": RefProvider,
     "specialised-services": RefSpecialisedService,
+    "originating-commissioners": RefOriginatingCommissioner,
+    "devolved-districts": RefDevolvedDistrict,
+    "contracts": RefContract,
+    "prior-approvals": RefPriorApproval,
 }
 
 V = ReferenceVersion.__table__.c  # type: ignore[attr-defined]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +21,8 @@ from cef_api.reference import repository
 from cef_api.reference.models import ReferenceVersion
 from cef_api.reference.parsers import DATASETS, parse_dataset
 from cef_api.tokeniser_client import TokeniserClient
-from cef_api.validation.types import Registration, TariffEntry, TracePatient
+from cef_api.validation.commissioning import CommissioningLookups
+from cef_api.validation.types import OriginatingCommissioner, Registration, TariffEntry, TracePatient
 from cef_common.audit import build_event, record_event
 from cef_common.auth import Principal
 from cef_common.errors import Conflict, NotFound, Unprocessable
@@ -29,7 +30,11 @@ from cef_common.errors import Conflict, NotFound, Unprocessable
 log = structlog.get_logger(__name__)
 
 SOURCE = "cef-api"
+# Read per batch of lines (or whole, when small enough): the trace and the registrations.
 PATIENT_DATASETS = ("patients", "registrations")
+# Every dataset holding NHS-number tokens: all are joined with the lines' tokens, so all are made
+# under one key version.
+TOKENISED_DATASETS = (*PATIENT_DATASETS, "originating-commissioners", "prior-approvals")
 MAX_TOKEN_ERRORS = 20
 
 
@@ -52,10 +57,13 @@ def _require_dataset(dataset: str) -> None:
 
 
 def _patient_key_version(versions: dict[str, ReferenceVersion], dataset: str) -> int | None:
-    """Patients and registrations are joined on tokens, so both must be made under one key."""
-    other = "registrations" if dataset == "patients" else "patients"
-    current = versions.get(other)
-    return current.key_version if current is not None else None
+    """The datasets of NHS-number tokens are joined on them, so all must be made under one key: the
+    key of the others in force (patients first, then registrations, ...), or None for the current."""
+    for other in TOKENISED_DATASETS:
+        current = versions.get(other)
+        if other != dataset and current is not None and current.key_version is not None:
+            return current.key_version
+    return None
 
 
 def _token_errors(dataset: str, what: str, rows_index: list[int]) -> Unprocessable:
@@ -147,6 +155,68 @@ def _rows_for_storage(
                 for r, n in zip(parsed, nhs, strict=True)
             ],
             kv,
+            None,
+        )
+    if dataset == "originating-commissioners":
+        nhs, kv = _tokenise_column(
+            tokeniser, dataset, "nhs_number", "nhs_number", [r.nhs_number for r in parsed], key_version
+        )
+        return (
+            [
+                {
+                    "version": version,
+                    "nhs_token": n,
+                    "care_basis": r.care_basis,
+                    "commissioner_code": r.commissioner_code,
+                    "valid_from": r.valid_from,
+                    "valid_to": r.valid_to,
+                }
+                for r, n in zip(parsed, nhs, strict=True)
+            ],
+            kv,
+            None,
+        )
+    if dataset == "prior-approvals":
+        nhs, kv = _tokenise_column(
+            tokeniser, dataset, "nhs_number", "nhs_number", [r.nhs_number for r in parsed], key_version
+        )
+        return (
+            [
+                {
+                    "version": version,
+                    "commissioner_code": r.commissioner_code,
+                    "reference": r.reference,
+                    "nhs_token": n,
+                    "valid_from": r.valid_from,
+                    "valid_to": r.valid_to,
+                }
+                for r, n in zip(parsed, nhs, strict=True)
+            ],
+            kv,
+            None,
+        )
+    if dataset == "devolved-districts":
+        return (
+            [
+                {"version": version, "postcode_district": r.postcode_district, "nation": r.nation}
+                for r in parsed
+            ],
+            None,
+            None,
+        )
+    if dataset == "contracts":
+        return (
+            [
+                {
+                    "version": version,
+                    "commissioner_code": r.commissioner_code,
+                    "provider_code": r.provider_code,
+                    "valid_from": r.valid_from,
+                    "valid_to": r.valid_to,
+                }
+                for r in parsed
+            ],
+            None,
             None,
         )
     if dataset == "gp-practices":
@@ -261,7 +331,7 @@ def load_dataset(
     _require_dataset(dataset)
     parsed = parse_dataset(dataset, data)
     versions = repository.current_versions(session)
-    key_version = _patient_key_version(versions, dataset) if dataset in PATIENT_DATASETS else None
+    key_version = _patient_key_version(versions, dataset) if dataset in TOKENISED_DATASETS else None
     rows, made_under, dob_made_under = _rows_for_storage(dataset, parsed, 0, tokeniser, key_version)
     transaction_lock(session, f"reference:{dataset}")
     version = repository.next_version(session, dataset)
@@ -347,6 +417,9 @@ class ReferenceSnapshot:
     practices: dict[str, str] = field(default_factory=dict)
     districts: dict[str, str] = field(default_factory=dict)
     specialised: dict[str, str] = field(default_factory=dict)
+    # The v2 datasets, whole (small): originating commissioners, devolved districts, contracts,
+    # prior approvals.
+    commissioning: CommissioningLookups = field(default_factory=CommissioningLookups)
     # The whole trace and registrations, when small enough to hold (see `memory_rows`).
     everyone: BatchReference | None = None
 
@@ -354,7 +427,7 @@ class ReferenceSnapshot:
     def load(
         cls, session: Session, versions: dict[str, ReferenceVersion], *, memory_rows: int = 0
     ) -> ReferenceSnapshot:
-        patient_versions = [versions[d].key_version for d in PATIENT_DATASETS if d in versions]
+        patient_versions = [versions[d].key_version for d in TOKENISED_DATASETS if d in versions]
         patients = versions.get("patients")
         snap = cls(
             versions={d: v.version for d, v in versions.items()},
@@ -397,10 +470,51 @@ class ReferenceSnapshot:
                 session, "specialised-services", v.version, ["service_code", "commissioner_code"]
             ):
                 snap.specialised[r.service_code.upper()] = r.commissioner_code
+        snap._load_commissioning(session, versions)
         patient_rows = sum(versions[d].rows for d in PATIENT_DATASETS if d in versions)
         if patient_rows <= memory_rows:
             snap.everyone = snap._patients(session, None)
         return snap
+
+    def _load_commissioning(self, session: Session, versions: dict[str, ReferenceVersion]) -> None:
+        """The v2 datasets, each read whole once (they are small beside the trace)."""
+        lookups = self.commissioning
+        if v := versions.get("originating-commissioners"):
+            columns = ["nhs_token", "care_basis", "commissioner_code", "valid_from", "valid_to"]
+            for r in repository.all_rows(session, "originating-commissioners", v.version, columns):
+                lookups.add_originating(
+                    nhs_token=r.nhs_token,
+                    care_basis=r.care_basis,
+                    commissioner_code=r.commissioner_code,
+                    valid_from=r.valid_from,
+                    valid_to=r.valid_to,
+                )
+        if v := versions.get("devolved-districts"):
+            for r in repository.all_rows(
+                session, "devolved-districts", v.version, ["postcode_district", "nation"]
+            ):
+                lookups.add_devolved(postcode_district=r.postcode_district, nation=r.nation)
+        if v := versions.get("contracts"):
+            # Loaded, even with no rows: activity no row covers is non-contract (check 16).
+            lookups.mark_contracts_loaded()
+            columns = ["commissioner_code", "provider_code", "valid_from", "valid_to"]
+            for r in repository.all_rows(session, "contracts", v.version, columns):
+                lookups.add_contract(
+                    commissioner_code=r.commissioner_code,
+                    provider_code=r.provider_code,
+                    valid_from=r.valid_from,
+                    valid_to=r.valid_to,
+                )
+        if v := versions.get("prior-approvals"):
+            columns = ["commissioner_code", "reference", "nhs_token", "valid_from", "valid_to"]
+            for r in repository.all_rows(session, "prior-approvals", v.version, columns):
+                lookups.add_prior_approval(
+                    commissioner_code=r.commissioner_code,
+                    reference=r.reference,
+                    nhs_token=r.nhs_token,
+                    valid_from=r.valid_from,
+                    valid_to=r.valid_to,
+                )
 
     def for_patients(self, session: Session, nhs_tokens: list[str]) -> BatchReference:
         """The snapshot plus the trace and registrations of one batch's patients."""
@@ -473,3 +587,18 @@ class BatchReference:
 
     def specialised_commissioner(self, service_code: str) -> str | None:
         return self.snapshot.specialised.get(service_code)
+
+    def originating_commissioners(self, nhs_token: str, care_basis: str) -> list[OriginatingCommissioner]:
+        return self.snapshot.commissioning.originating_commissioners(nhs_token, care_basis)
+
+    def devolved_nation(self, outward_code: str) -> str | None:
+        return self.snapshot.commissioning.devolved_nation(outward_code)
+
+    def contracts_loaded(self) -> bool:
+        return self.snapshot.commissioning.contracts_loaded()
+
+    def contract_covers(self, commissioner_code: str, provider_code: str, on: date) -> bool:
+        return self.snapshot.commissioning.contract_covers(commissioner_code, provider_code, on)
+
+    def prior_approval(self, commissioner_code: str, reference_upper: str, nhs_token: str, on: date) -> bool:
+        return self.snapshot.commissioning.prior_approval(commissioner_code, reference_upper, nhs_token, on)

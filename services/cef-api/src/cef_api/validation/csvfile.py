@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain, islice
@@ -28,8 +29,48 @@ OPTIONAL_COLUMNS: Final[tuple[str, ...]] = (
     "gp_practice_code",
     "service_code",
     "discharge_date",
+    "administrative_category",
+    "overseas_visitor_status",
+    "care_basis",
+    "prior_approval_ref",
 )
 KNOWN_COLUMNS: Final[frozenset[str]] = frozenset(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)
+# The names real extracts use (NHS Data Model and Dictionary / SUS), already normalised
+# (`header_key`): a header cell with one of them names the column.
+COLUMN_ALIASES: Final[dict[str, tuple[str, ...]]] = {
+    "nhs_number": ("nhs_no",),
+    "date_of_birth": ("person_birth_date", "dob"),
+    "postcode": ("postcode_of_usual_address", "postcode_usual_address"),
+    "gp_practice_code": (
+        "general_medical_practice_code",
+        "general_medical_practice_code_patient_registration",
+    ),
+    "service_code": ("specialised_service_code",),
+    "point_of_delivery": ("pod",),
+    "hrg_code": ("hrg", "spell_core_hrg"),
+    "activity_date": ("admission_date", "appointment_date"),
+    "discharge_date": ("discharge_date_hospital_provider_spell",),
+    "amount": ("price", "tariff_total_payment"),
+    "administrative_category": ("administrative_category_code",),
+    "overseas_visitor_status": ("overseas_visitor_status_classification",),
+}
+# Normalised header cell → the column it names: every column under its own name and its aliases.
+_COLUMN_NAMED: Final[dict[str, str]] = {
+    **{column: column for column in KNOWN_COLUMNS},
+    **{alias: column for column, aliases in COLUMN_ALIASES.items() for alias in aliases},
+}
+# Only spaces and hyphens: a tab, an underscore or a bracket keeps a name apart (an unknown column).
+_SEPARATOR_RUN: Final = re.compile(r"[ -]+")
+
+
+def header_key(cell: str) -> str:
+    """A header cell as it is matched: trimmed, lower-cased, every run of spaces and hyphens one `_`."""
+    return _SEPARATOR_RUN.sub("_", cell.strip().lower())
+
+
+def column_named(cell: str) -> str | None:
+    """The column a header cell names (by its own name or an alias), or None for an unknown one."""
+    return _COLUMN_NAMED.get(header_key(cell))
 
 
 class BackingDataError(Unprocessable):
@@ -38,12 +79,26 @@ class BackingDataError(Unprocessable):
     code = "backing-data-invalid"
     title = "Backing data is not valid"
 
-    def __init__(self, detail: str, *, line: int | None = None, column: str | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        line: int | None = None,
+        column: str | None = None,
+        cells: tuple[str, str] | None = None,
+        problem: str | None = None,
+    ) -> None:
         extra: dict[str, Any] = {}
         if line is not None:
             extra["line"] = line
         if column is not None:
             extra["column"] = column
+        if cells is not None:
+            # The header cells at fault, exactly as the file writes them.
+            extra["cells"] = list(cells)
+        if problem is not None:
+            # A stable name for what is wrong, for callers that act on it (e.g. DUPLICATE_COLUMN).
+            extra["problem"] = problem
         super().__init__(detail, extra=extra)
 
 
@@ -132,8 +187,9 @@ def read_backing_data(chunks: Iterable[bytes], *, check_repeats: bool = True) ->
     """Rows of backing data as RawLines, streaming over byte chunks split anywhere.
 
     UTF-8 with optional BOM; LF or CRLF; RFC 4180 quoting (strict: a stray quote refuses the file, as
-    the row boundaries after it are unknowable). Header names are trimmed and compared
-    case-insensitively; unknown columns are ignored. Blank rows (no field with content) are skipped.
+    the row boundaries after it are unknowable). Header cells name columns as `column_named` reads
+    them (own names and aliases; two cells naming one column refuse the file); unknown columns are
+    ignored. Blank rows (no field with content) are skipped.
     Raises BackingDataError for a file that cannot be read; a repeated `line_ref` is found only when
     reached, so callers must not keep anything before iteration ends. `check_repeats=False` skips
     that check (and the memory of every line_ref it needs), for a second pass over bytes that
@@ -276,6 +332,19 @@ def _repeated(line_ref: str, first: int, line_no: int) -> BackingDataError:
     )
 
 
+def _named_twice(column: str, first: str, second: str, line: int) -> BackingDataError:
+    # The cells are quoted as written: a cell that names a column is letters, spaces, hyphens and
+    # underscores only, so it cannot carry an identifier.
+    return BackingDataError(
+        f"Backing data names the column {column!r} twice in its header row, as {first!r} and "
+        f"{second!r}; keep one of the two cells (or rename the other to a name the CEF does not read).",
+        line=line,
+        column=column,
+        cells=(first, second),
+        problem="DUPLICATE_COLUMN",
+    )
+
+
 def _header(reader: Any) -> tuple[int, list[tuple[str, int]]]:
     """The header row's width and the (name, index) of each known column it names."""
     header: list[str] | None = None
@@ -288,20 +357,18 @@ def _header(reader: Any) -> tuple[int, list[tuple[str, int]]]:
             "Backing data is empty: the file must start with a header row naming the columns "
             f"({', '.join(REQUIRED_COLUMNS)}) followed by one row per line."
         )
-    names = [name.strip().lower() for name in header]
     columns: list[tuple[str, int]] = []
-    seen: set[str] = set()
-    for index, name in enumerate(names):
-        if name not in KNOWN_COLUMNS:
+    # The column → the index of the cell that first named it, to name both cells of a repeat.
+    first_cell: dict[str, int] = {}
+    for index, cell in enumerate(header):
+        name = column_named(cell)
+        if name is None:
             continue
-        if name in seen:
-            raise BackingDataError(
-                f"Backing data names the column {name!r} twice in its header row; keep one.",
-                line=reader.line_num,
-                column=name,
-            )
-        seen.add(name)
+        first = first_cell.setdefault(name, index)
+        if first != index:
+            raise _named_twice(name, header[first], cell, reader.line_num)
         columns.append((name, index))
+    seen = first_cell.keys()
     missing = [name for name in REQUIRED_COLUMNS if name not in seen]
     if missing:
         raise BackingDataError(
@@ -310,7 +377,7 @@ def _header(reader: Any) -> tuple[int, list[tuple[str, int]]]:
             line=reader.line_num,
             column=missing[0],
         )
-    return len(names), columns
+    return len(header), columns
 
 
 def _count(reader: Any, batch_lines: int | None = None) -> tuple[int, list[int]]:

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from cef_api.validation.prepared import PreparedLine, prepare_line, stored_codes
 from cef_api.validation.rules import LINE_CHECKS, PATIENT_CHECKS, LineContext, verdict_for
+from cef_api.validation.rules.pathway import SpellIndex, decide_pathway_line, pathway_fact
 from cef_api.validation.rules.pricing import EXACT, PENNY
 from cef_api.validation.types import (
     DuplicateIndex,
@@ -66,9 +67,16 @@ def validate_line(
     reference: ReferenceData,
     duplicates: DuplicateIndex,
     market_forces_factor: Decimal | None = None,
+    spells: SpellIndex | None = None,
 ) -> LineOutcome:
     """Every check of validation-rules.md on one prepared line, in order; adds its DuplicateKey to
     `duplicates` when the outcome is not rejected.
+
+    `spells`: the earlier countable spells of the replay (every invoice before this one, any
+    provider, and the lines above this one), for a caller that validates every line in submission
+    order in memory. With it, the pathway checks (14, 15) run last, after the duplicate check, and
+    the line's own spell joins the index when it counts. Without it they do not run here: the
+    service settles them per batch (`invoices.batches.settle_batch`).
 
     `nhs_token` is the token of `line.nhs_number` (required when that is set), `dob_token` of
     `line.date_of_birth.isoformat()`. `market_forces_factor`: the provider's, when the caller has
@@ -102,6 +110,18 @@ def validate_line(
         market_forces_factor=market_forces_factor,
     )
     verdict = verdict_for(ctx.reasons)
+    if spells is not None:
+        fact = pathway_fact(line, nhs_token)
+        if fact is not None:
+            reason = decide_pathway_line(
+                fact,
+                commissioner_code=header.commissioner_code,
+                rejected=verdict.outcome is Outcome.REJECTED,
+                spells=spells,
+            )
+            if reason is not None:
+                # Only ever a query reason: a line's rejection, and so its duplicate key, stand.
+                verdict = verdict_for((*ctx.reasons, reason))
     duplicate_key = ctx.duplicate_key if verdict.outcome is not Outcome.REJECTED else None
     if duplicate_key is not None:
         duplicates.add(duplicate_key)

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import date
 from decimal import Decimal
 
 from cef_api.reference.parsers import (
+    ContractRow,
+    DevolvedDistrictRow,
     GpPracticeRow,
+    OriginatingCommissionerRow,
     PatientRow,
     PostcodeDistrictRow,
+    PriorApprovalRow,
     ProviderRow,
     RegistrationRow,
     SpecialisedServiceRow,
     TariffRow,
 )
-from cef_api.validation.types import DuplicateKey, Registration, TariffEntry, TracePatient
+from cef_api.validation.commissioning import CommissioningLookups
+from cef_api.validation.types import (
+    DuplicateKey,
+    OriginatingCommissioner,
+    Registration,
+    TariffEntry,
+    TracePatient,
+)
 
 # tokenise(kind, value) → token, kind as the tokeniser's: "nhs_number", "date_of_birth", "postcode".
 Tokenise = Callable[[str, str], str]
@@ -31,6 +43,7 @@ class InMemoryReferenceData:
         "_practice_commissioners",
         "_district_commissioners",
         "_specialised_commissioners",
+        "_commissioning",
     )
 
     def __init__(
@@ -43,6 +56,7 @@ class InMemoryReferenceData:
         practice_commissioners: dict[str, str] | None = None,
         district_commissioners: dict[str, str] | None = None,
         specialised_commissioners: dict[str, str] | None = None,
+        commissioning: CommissioningLookups | None = None,
     ) -> None:
         self._tariffs = tariffs or {}
         self._market_forces_factors = market_forces_factors or {}
@@ -51,6 +65,7 @@ class InMemoryReferenceData:
         self._practice_commissioners = practice_commissioners or {}
         self._district_commissioners = district_commissioners or {}
         self._specialised_commissioners = specialised_commissioners or {}
+        self._commissioning = commissioning if commissioning is not None else CommissioningLookups()
 
     @classmethod
     def from_rows(
@@ -63,12 +78,45 @@ class InMemoryReferenceData:
         tariff: Iterable[TariffRow] = (),
         providers: Iterable[ProviderRow] = (),
         specialised_services: Iterable[SpecialisedServiceRow] = (),
+        originating_commissioners: Iterable[OriginatingCommissionerRow] = (),
+        devolved_districts: Iterable[DevolvedDistrictRow] = (),
+        contracts: Iterable[ContractRow] | None = None,
+        prior_approvals: Iterable[PriorApprovalRow] = (),
         tokenise: Tokenise,
     ) -> InMemoryReferenceData:
         """Build from the parsers' rows, tokenising NHS numbers and dates of birth as the service does.
 
         Practices without a commissioner (blank field 15) are left out: they can name none.
+        `contracts` None: no contracts dataset loaded (check 16 does not run); `()`: one with no rows.
         """
+        commissioning = CommissioningLookups()
+        for row in originating_commissioners:
+            commissioning.add_originating(
+                nhs_token=tokenise("nhs_number", row.nhs_number),
+                care_basis=row.care_basis,
+                commissioner_code=row.commissioner_code,
+                valid_from=row.valid_from,
+                valid_to=row.valid_to,
+            )
+        for district in devolved_districts:
+            commissioning.add_devolved(postcode_district=district.postcode_district, nation=district.nation)
+        if contracts is not None:
+            commissioning.mark_contracts_loaded()
+            for contract in contracts:
+                commissioning.add_contract(
+                    commissioner_code=contract.commissioner_code,
+                    provider_code=contract.provider_code,
+                    valid_from=contract.valid_from,
+                    valid_to=contract.valid_to,
+                )
+        for approval in prior_approvals:
+            commissioning.add_prior_approval(
+                commissioner_code=approval.commissioner_code,
+                reference=approval.reference,
+                nhs_token=tokenise("nhs_number", approval.nhs_number),
+                valid_from=approval.valid_from,
+                valid_to=approval.valid_to,
+            )
         registrations_by_token: dict[str, list[Registration]] = {}
         for registration in registrations:
             token = tokenise("nhs_number", registration.nhs_number)
@@ -110,6 +158,7 @@ class InMemoryReferenceData:
             specialised_commissioners={
                 row.service_code: row.commissioner_code for row in specialised_services
             },
+            commissioning=commissioning,
         )
 
     def tariff(self, hrg_code: str, point_of_delivery: str) -> TariffEntry | None:
@@ -132,6 +181,21 @@ class InMemoryReferenceData:
 
     def specialised_commissioner(self, service_code: str) -> str | None:
         return self._specialised_commissioners.get(service_code)
+
+    def originating_commissioners(self, nhs_token: str, care_basis: str) -> list[OriginatingCommissioner]:
+        return self._commissioning.originating_commissioners(nhs_token, care_basis)
+
+    def devolved_nation(self, outward_code: str) -> str | None:
+        return self._commissioning.devolved_nation(outward_code)
+
+    def contracts_loaded(self) -> bool:
+        return self._commissioning.contracts_loaded()
+
+    def contract_covers(self, commissioner_code: str, provider_code: str, on: date) -> bool:
+        return self._commissioning.contract_covers(commissioner_code, provider_code, on)
+
+    def prior_approval(self, commissioner_code: str, reference_upper: str, nhs_token: str, on: date) -> bool:
+        return self._commissioning.prior_approval(commissioner_code, reference_upper, nhs_token, on)
 
 
 class InMemoryDuplicateIndex:

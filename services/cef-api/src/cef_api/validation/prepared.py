@@ -47,6 +47,14 @@ class PreparedLine:
     # Columns whose value is shaped like an identifier: the checks see the value as given (the
     # outcome is the contract's), but it is not stored or shown with the line (`stored_codes`).
     withheld: tuple[str, ...] = field(default=())
+    # v2 optional columns: the three codes trimmed and upper-cased (check 1 refuses a value off its
+    # list); the prior-approval reference trimmed, as typed. That reference is the provider's free
+    # text: held in memory for check 16 only, never stored, and withheld (`withheld`) when it
+    # carries an identifier, should anything ever show it (`shown_prior_approval_ref`).
+    administrative_category: str | None = None
+    overseas_visitor_status: str | None = None
+    care_basis: str | None = None
+    prior_approval_ref: str | None = None
 
 
 # The columns a PreparedLine is made of, in the order `_prepare` takes them.
@@ -61,6 +69,10 @@ PREPARED_COLUMNS: Final[tuple[str, ...]] = (
     "activity_date",
     "discharge_date",
     "amount",
+    "administrative_category",
+    "overseas_visitor_status",
+    "care_basis",
+    "prior_approval_ref",
 )
 
 
@@ -98,6 +110,10 @@ def _prepare(line_no: int, values: tuple[str | None, ...], field_count_differs: 
         activity_date,
         discharge_raw,
         amount,
+        administrative_category,
+        overseas_visitor_status,
+        care_basis,
+        prior_approval_ref,
     ) = values
     compact = compact_postcode(postcode) if postcode is not None else None
     line = PreparedLine(
@@ -114,6 +130,10 @@ def _prepare(line_no: int, values: tuple[str | None, ...], field_count_differs: 
         parse_date(discharge_raw),
         parse_amount(amount),
         postcode=compact,
+        administrative_category=upper_code(administrative_category),
+        overseas_visitor_status=upper_code(overseas_visitor_status),
+        care_basis=upper_code(care_basis),
+        prior_approval_ref=prior_approval_ref,
     )
     line.withheld = _identifier_columns(line)
     problems = malformed_fields(
@@ -160,6 +180,9 @@ def _identifier_columns(line: PreparedLine) -> tuple[str, ...]:
         withheld.append("point_of_delivery")
     if line.hrg_code is not None and _code_holds_identifier(line.hrg_code):
         withheld.append("hrg_code")
+    # Free text, so any identifier in it (not only the whole value) withholds it; never cached.
+    if line.prior_approval_ref is not None and carries_identifier(line.prior_approval_ref):
+        withheld.append("prior_approval_ref")
     return tuple(withheld)
 
 
@@ -175,3 +198,9 @@ def stored_codes(line: PreparedLine) -> tuple[str | None, str | None, str | None
         None if "point_of_delivery" in kept else line.point_of_delivery,
         None if "service_code" in kept else line.service_code,
     )
+
+
+def shown_prior_approval_ref(line: PreparedLine) -> str | None:
+    """The line's prior-approval reference as it may be shown: None when it carries an identifier.
+    Nothing stores it today; whatever comes to store or show it goes through here."""
+    return None if "prior_approval_ref" in line.withheld else line.prior_approval_ref

@@ -28,6 +28,14 @@ class Reason(StrEnum):
     RESIDENCE_UNKNOWN = "RESIDENCE_UNKNOWN"
     NOT_RESPONSIBLE_COMMISSIONER = "NOT_RESPONSIBLE_COMMISSIONER"
     DUPLICATE_ACTIVITY = "DUPLICATE_ACTIVITY"
+    # v2 (validation-rules.md, checks 10-16)
+    PRIVATE_PATIENT = "PRIVATE_PATIENT"
+    CHARGEABLE_OVERSEAS_VISITOR = "CHARGEABLE_OVERSEAS_VISITOR"
+    ORIGINATING_COMMISSIONER_UNKNOWN = "ORIGINATING_COMMISSIONER_UNKNOWN"
+    CROSS_BORDER_RESIDENT = "CROSS_BORDER_RESIDENT"
+    OVERLAPPING_SPELL = "OVERLAPPING_SPELL"
+    ATTENDANCE_DURING_SPELL = "ATTENDANCE_DURING_SPELL"
+    PRIOR_APPROVAL_MISSING = "PRIOR_APPROVAL_MISSING"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +72,20 @@ class Registration:
     registered_to: date | None  # None: still registered
 
 
+@dataclass(frozen=True, slots=True)
+class OriginatingCommissioner:
+    """A row of the originating commissioners register (v2): who placed the patient under this care."""
+
+    commissioner_code: str
+    valid_from: date
+    valid_to: date | None  # None: open
+
+
 class ReferenceData(Protocol):
-    """Lookups the rules need; codes are passed upper-cased, patients by NHS-number token."""
+    """Lookups the rules need; codes are passed upper-cased, patients by NHS-number token.
+
+    The v2 datasets are optional: one that is not loaded answers as if it held no rows, except that
+    `contracts_loaded` tells a `contracts` dataset with no rows from none at all (check 16)."""
 
     def tariff(self, hrg_code: str, point_of_delivery: str) -> TariffEntry | None: ...
     def market_forces_factor(self, provider_code: str) -> Decimal | None: ...
@@ -74,6 +94,24 @@ class ReferenceData(Protocol):
     def practice_commissioner(self, gp_practice_code: str) -> str | None: ...
     def district_commissioner(self, outward_code: str) -> str | None: ...
     def specialised_commissioner(self, service_code: str) -> str | None: ...
+    # v2
+    def originating_commissioners(self, nhs_token: str, care_basis: str) -> list[OriginatingCommissioner]:
+        """The patient's rows of that care basis (`S117`, `CHC`), whatever their dates."""
+        ...
+
+    def devolved_nation(self, outward_code: str) -> str | None:
+        """`W`, `S` or `N` for an outward code outside England; None otherwise."""
+        ...
+
+    def contracts_loaded(self) -> bool: ...
+    def contract_covers(self, commissioner_code: str, provider_code: str, on: date) -> bool:
+        """Whether a contract of the commissioner with the provider covers the day (inclusive)."""
+        ...
+
+    def prior_approval(self, commissioner_code: str, reference_upper: str, nhs_token: str, on: date) -> bool:
+        """Whether an approval of the commissioner with that reference (upper-cased), for that
+        patient, is valid on the day (inclusive)."""
+        ...
 
 
 # Not frozen: building frozen dataclasses costs ~1 µs each on the per-line hot path. Treat

@@ -10,6 +10,16 @@ from typing import Final
 POINTS_OF_DELIVERY: Final = frozenset({"EL", "NEL", "DC", "OPFA", "OPFU"})
 # Spells: the points of delivery priced with excess bed days.
 SPELL_POINTS_OF_DELIVERY: Final = frozenset({"EL", "NEL"})
+# v2 optional columns, compared exactly after trimming and upper-casing (`2` is not `02`).
+# NHS Data Dictionary ADMINISTRATIVE CATEGORY CODE: NHS, private, amenity, category II patient.
+ADMINISTRATIVE_CATEGORIES: Final = frozenset({"01", "02", "03", "04"})
+PRIVATE_PATIENT_CATEGORY: Final = "02"
+# OVERSEAS VISITOR STATUS CLASSIFICATION: exempt, hotel fees only, all fees, rate not known,
+# not applicable, not known.
+OVERSEAS_VISITOR_STATUSES: Final = frozenset({"1", "2", "3", "4", "8", "9"})
+CHARGEABLE_OVERSEAS_VISITOR_STATUSES: Final = frozenset({"2", "3", "4"})
+# Mental Health Act s117 aftercare; NHS continuing healthcare.
+CARE_BASES: Final = frozenset({"S117", "CHC"})
 
 # fullmatch, never `$`: `$` would also match before a trailing newline.
 AMOUNT_PATTERN: Final = re.compile(r"[0-9]+(?:\.[0-9]{1,2})?")

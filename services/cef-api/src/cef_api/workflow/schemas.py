@@ -17,8 +17,19 @@ QueryStateName = Literal["query", "challenged", "responded", "accepted", "reject
 ChallengeStatusName = Literal["open", "responded", "closed"]
 # The reasons that make a line a query (validation/rules/outcome.py QUERYING): the only ones a
 # query line carries, so the only ones a bulk decision can select by.
+# Every reason that makes a line a query (validation/rules/outcome.py QUERYING; a test keeps the two
+# the same).
 QueryReasonCode = Literal[
-    "DOB_MISMATCH", "PATIENT_NOT_FOUND", "PRICE_MISMATCH", "RESIDENCE_UNKNOWN", "TARIFF_NOT_FOUND"
+    "ATTENDANCE_DURING_SPELL",
+    "CROSS_BORDER_RESIDENT",
+    "DOB_MISMATCH",
+    "ORIGINATING_COMMISSIONER_UNKNOWN",
+    "OVERLAPPING_SPELL",
+    "PATIENT_NOT_FOUND",
+    "PRICE_MISMATCH",
+    "PRIOR_APPROVAL_MISSING",
+    "RESIDENCE_UNKNOWN",
+    "TARIFF_NOT_FOUND",
 ]
 
 # Synthetic values of the OpenAPI examples (demo ODS codes, made-up ids and amounts).

@@ -36,6 +36,9 @@ class LineContext:
     reasons: list[Reason] = field(default_factory=list)
     expected_amount: Decimal | None = None
     responsible_commissioner: str | None = None
+    # Which "Who Pays?" rule settled the line (who_pays.RULE_NAMES: "specialised", "originating",
+    # "registration", "residence"), also when it settled it with no commissioner; None when none did.
+    decided_by: str | None = None
     duplicate_key: DuplicateKey | None = None
 
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cef_api.validation.values import POINTS_OF_DELIVERY
+from cef_api.validation.values import (
+    ADMINISTRATIVE_CATEGORIES,
+    CARE_BASES,
+    OVERSEAS_VISITOR_STATUSES,
+    POINTS_OF_DELIVERY,
+)
 
 if TYPE_CHECKING:
     from cef_api.validation.prepared import PreparedLine
@@ -21,7 +26,9 @@ def malformed_fields(
 
     `line_ref` or `hrg_code` missing; `point_of_delivery` not one of the five; `activity_date` missing
     or not a date; `date_of_birth`/`discharge_date` present but not a date; `amount` missing or not
-    matching the pattern; `discharge_date` before `activity_date` whatever the point of delivery.
+    matching the pattern; `discharge_date` before `activity_date` whatever the point of delivery;
+    (v2) `administrative_category`, `overseas_visitor_status` or `care_basis` present but not on its
+    list (the line holds them upper-cased, so `s117` is `S117`, and `2` is still not `02`).
     Beyond the spec: a row with more or fewer fields than the header is malformed ("fields"), since
     its values cannot be attributed to columns (an unquoted `1,234.50` would otherwise read as 1).
     """
@@ -48,4 +55,16 @@ def malformed_fields(
         and line.discharge_date < line.activity_date
     ):
         problems.append("discharge_date")
+    if (
+        line.administrative_category is not None
+        and line.administrative_category not in ADMINISTRATIVE_CATEGORIES
+    ):
+        problems.append("administrative_category")
+    if (
+        line.overseas_visitor_status is not None
+        and line.overseas_visitor_status not in OVERSEAS_VISITOR_STATUSES
+    ):
+        problems.append("overseas_visitor_status")
+    if line.care_basis is not None and line.care_basis not in CARE_BASES:
+        problems.append("care_basis")
     return tuple(problems)

@@ -15,6 +15,8 @@ REJECTING: Final = frozenset(
         Reason.ACTIVITY_OUTSIDE_PERIOD,
         Reason.NOT_RESPONSIBLE_COMMISSIONER,
         Reason.DUPLICATE_ACTIVITY,
+        Reason.PRIVATE_PATIENT,
+        Reason.CHARGEABLE_OVERSEAS_VISITOR,
     }
 )
 QUERYING: Final = frozenset(
@@ -24,6 +26,11 @@ QUERYING: Final = frozenset(
         Reason.PATIENT_NOT_FOUND,
         Reason.DOB_MISMATCH,
         Reason.RESIDENCE_UNKNOWN,
+        Reason.ORIGINATING_COMMISSIONER_UNKNOWN,
+        Reason.CROSS_BORDER_RESIDENT,
+        Reason.OVERLAPPING_SPELL,
+        Reason.ATTENDANCE_DURING_SPELL,
+        Reason.PRIOR_APPROVAL_MISSING,
     }
 )
 
