@@ -29,6 +29,7 @@ from cef_api.validation.csvfile import RawLine
 from cef_api.validation.engine import prepare_line, validate_line
 from cef_api.validation.memory import InMemoryDuplicateIndex, InMemoryReferenceData
 from cef_api.validation.postcode import outward_code
+from cef_api.validation.rules.pathway import InMemorySpellIndex
 from cef_api.validation.types import InvoiceHeader, LineOutcome
 
 
@@ -247,8 +248,10 @@ def run(
     *,
     invoice: InvoiceHeader | None = None,
     duplicates: InMemoryDuplicateIndex | None = None,
+    spells: InMemorySpellIndex | None = None,
 ) -> list[LineOutcome]:
-    """Prepare and validate lines as the service does, tokenising with fake_tokenise."""
+    """Prepare and validate lines as the service does, tokenising with fake_tokenise. `spells`
+    None: the pathway checks (14, 15) do not run, as in the v1 rules."""
     invoice = invoice or header()
     duplicates = duplicates if duplicates is not None else InMemoryDuplicateIndex()
     outcomes = []
@@ -264,6 +267,7 @@ def run(
                 header=invoice,
                 reference=world_reference,
                 duplicates=duplicates,
+                spells=spells,
             )
         )
     return outcomes

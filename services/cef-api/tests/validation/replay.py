@@ -7,12 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from cef_api.validation.csvfile import RawLine
-from cef_api.validation.engine import prepare_line, validate_line
 from cef_api.validation.memory import InMemoryDuplicateIndex, InMemoryReferenceData
 from cef_api.validation.rules.pathway import InMemorySpellIndex
 from cef_api.validation.types import InvoiceHeader, LineOutcome
 
-from .factories import fake_tokenise
+from .factories import run
 
 
 def replay_invoice(
@@ -25,20 +24,4 @@ def replay_invoice(
 ) -> list[LineOutcome]:
     """Prepare and validate each line in order, tokenising with fake_tokenise. `spells` None: the
     pathway checks do not run (the v1 rules' answers)."""
-    outcomes = []
-    for raw in lines:
-        line = prepare_line(raw)
-        outcomes.append(
-            validate_line(
-                line,
-                nhs_token=fake_tokenise("nhs_number", line.nhs_number) if line.nhs_number else None,
-                dob_token=fake_tokenise("date_of_birth", line.date_of_birth.isoformat())
-                if line.date_of_birth
-                else None,
-                header=invoice,
-                reference=reference,
-                duplicates=duplicates,
-                spells=spells,
-            )
-        )
-    return outcomes
+    return run(reference, list(lines), invoice=invoice, duplicates=duplicates, spells=spells)
