@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -139,160 +139,29 @@ def _rows_for_storage(
             kv,
             dob_kv,
         )
-    if dataset == "registrations":
+    if dataset in _KEYED_BY_NHS_NUMBER:
         nhs, kv = _tokenise_column(
             tokeniser, dataset, "nhs_number", "nhs_number", [r.nhs_number for r in parsed], key_version
         )
-        return (
-            [
-                {
-                    "version": version,
-                    "nhs_token": n,
-                    "gp_practice_code": r.gp_practice_code,
-                    "registered_from": r.registered_from,
-                    "registered_to": r.registered_to,
-                }
-                for r, n in zip(parsed, nhs, strict=True)
-            ],
-            kv,
-            None,
-        )
-    if dataset == "originating-commissioners":
-        nhs, kv = _tokenise_column(
-            tokeniser, dataset, "nhs_number", "nhs_number", [r.nhs_number for r in parsed], key_version
-        )
-        return (
-            [
-                {
-                    "version": version,
-                    "nhs_token": n,
-                    "care_basis": r.care_basis,
-                    "commissioner_code": r.commissioner_code,
-                    "valid_from": r.valid_from,
-                    "valid_to": r.valid_to,
-                }
-                for r, n in zip(parsed, nhs, strict=True)
-            ],
-            kv,
-            None,
-        )
-    if dataset == "prior-approvals":
-        nhs, kv = _tokenise_column(
-            tokeniser, dataset, "nhs_number", "nhs_number", [r.nhs_number for r in parsed], key_version
-        )
-        return (
-            [
-                {
-                    "version": version,
-                    "commissioner_code": r.commissioner_code,
-                    "reference": r.reference,
-                    "nhs_token": n,
-                    "valid_from": r.valid_from,
-                    "valid_to": r.valid_to,
-                }
-                for r, n in zip(parsed, nhs, strict=True)
-            ],
-            kv,
-            None,
-        )
-    if dataset == "devolved-districts":
-        return (
-            [
-                {"version": version, "postcode_district": r.postcode_district, "nation": r.nation}
-                for r in parsed
-            ],
-            None,
-            None,
-        )
-    if dataset == "contracts":
-        return (
-            [
-                {
-                    "version": version,
-                    "commissioner_code": r.commissioner_code,
-                    "provider_code": r.provider_code,
-                    "valid_from": r.valid_from,
-                    "valid_to": r.valid_to,
-                }
-                for r in parsed
-            ],
-            None,
-            None,
-        )
-    if dataset == "gp-practices":
-        return (
-            [
-                {
-                    "version": version,
-                    "gp_practice_code": r.gp_practice_code,
-                    "name": r.name,
-                    "commissioner_code": r.commissioner_code,
-                    "status": r.status,
-                }
-                for r in parsed
-            ],
-            None,
-            None,
-        )
-    if dataset == "postcode-districts":
-        return (
-            [
-                {
-                    "version": version,
-                    "postcode_district": r.postcode_district,
-                    "commissioner_code": r.commissioner_code,
-                }
-                for r in parsed
-            ],
-            None,
-            None,
-        )
-    if dataset == "tariff":
-        return (
-            [
-                {
-                    "version": version,
-                    "hrg_code": r.hrg_code,
-                    "hrg_name": r.hrg_name,
-                    "point_of_delivery": r.point_of_delivery,
-                    "price": str(r.price),
-                    "trim_point_days": r.trim_point_days,
-                    "excess_bed_day_price": str(r.excess_bed_day_price),
-                }
-                for r in parsed
-            ],
-            None,
-            None,
-        )
-    if dataset == "providers":
-        return (
-            [
-                {
-                    "version": version,
-                    "provider_code": r.provider_code,
-                    "name": r.name,
-                    "market_forces_factor": str(r.market_forces_factor),
-                }
-                for r in parsed
-            ],
-            None,
-            None,
-        )
-    if dataset == "specialised-services":
-        return (
-            [
-                {
-                    "version": version,
-                    "service_code": r.service_code,
-                    "name": r.name,
-                    "commissioner_code": r.commissioner_code,
-                }
-                for r in parsed
-            ],
-            None,
-            None,
-        )
-    raise AssertionError(dataset)  # pragma: no cover - guarded by _require_dataset
+        rows = [{**_stored(r), "version": version, "nhs_token": n} for r, n in zip(parsed, nhs, strict=True)]
+        return rows, kv, None
+    return [{**_stored(r), "version": version} for r in parsed], None, None
+
+
+# Datasets whose rows are a patient's (registrations, originating commissioners, prior approvals):
+# the NHS number is stored as its token, every other field as it was parsed.
+_KEYED_BY_NHS_NUMBER = frozenset({"registrations", "originating-commissioners", "prior-approvals"})
+
+
+def _stored(row: Any) -> dict[str, Any]:
+    """A parsed row's fields as its table's columns (they share their names), but the NHS number,
+    which is stored only as a token; amounts as their exact decimal text."""
+    stored: dict[str, Any] = {}
+    for f in fields(row):
+        if f.name != "nhs_number":
+            value = getattr(row, f.name)
+            stored[f.name] = str(value) if isinstance(value, Decimal) else value
+    return stored
 
 
 def versions_in_use(session: Session) -> dict[str, set[int]]:

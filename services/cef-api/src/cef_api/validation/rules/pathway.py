@@ -10,12 +10,10 @@ spells. A line brings a `PathwayFact` to them, or None when neither check concer
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import replace
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
 
-from cef_api.validation.rules.outcome import verdict_for
-from cef_api.validation.types import LineOutcome, Outcome, Reason
+from cef_api.validation.types import Reason
 from cef_api.validation.values import SPELL_POINTS_OF_DELIVERY
 
 if TYPE_CHECKING:
@@ -138,28 +136,3 @@ def decide_pathway_line(
     if discharge is not None and not rejected:
         spells.add(commissioner, nhs_token, (activity_date, discharge))
     return reason
-
-
-def with_pathway(
-    outcome: LineOutcome,
-    line: PreparedLine,
-    *,
-    commissioner_code: str,
-    spells: SpellIndex,
-) -> LineOutcome:
-    """`validate_line`'s outcome of a line after checks 14 and 15 in its turn, for callers that
-    decide lines one at a time in memory (replays, the oracle): the outcome with the reason added
-    (a valid line becomes a query), and the line's spell added to `spells` when it counts."""
-    fact = pathway_fact(line, outcome.nhs_token)
-    if fact is None:
-        return outcome
-    reason = decide_pathway_line(
-        fact,
-        commissioner_code=commissioner_code,
-        rejected=outcome.outcome is Outcome.REJECTED,
-        spells=spells,
-    )
-    if reason is None:
-        return outcome
-    verdict = verdict_for((*outcome.reasons, reason))
-    return replace(outcome, outcome=verdict.outcome, reasons=verdict.reasons)
