@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, AsyncExitStack, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,6 +225,8 @@ class ServiceSpec:
     audit_url: str | None = None
     # Extra start-up/shut-down for the service, entered inside the shared lifespan.
     lifespan: Callable[[FastAPI], AbstractContextManager[Any]] | None = None
+    # The same for work that must be awaited (async clients), entered inside `lifespan`.
+    async_lifespan: Callable[[FastAPI], AbstractAsyncContextManager[Any]] | None = None
     body_limits: list[tuple[str, int]] = field(default_factory=list)
     # Where refusals are recorded; None: the transactional outbox of the service's database.
     refusal_sink: Callable[[FastAPI], RefusalSink] | None = None
@@ -275,7 +277,10 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
                 )
                 relay.start()
             app.state.outbox_relay = relay
-            with spec.lifespan(app) if spec.lifespan else nullcontext():
+            async with AsyncExitStack() as stack:
+                stack.enter_context(spec.lifespan(app) if spec.lifespan else nullcontext())
+                if spec.async_lifespan:
+                    await stack.enter_async_context(spec.async_lifespan(app))
                 # Refusals are recorded while the service's own resources (its audit log) are up,
                 # and what is still counted is recorded before the relay's last delivery.
                 refusals: RefusalAuditor = app.state.refusals
