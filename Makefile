@@ -13,7 +13,7 @@ endif
 DATA_DIR ?= var
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap sync up test test-fast fuzz lint fmt bench accept clean
+.PHONY: help bootstrap sync up test test-fast fuzz lint fmt bench accept assets clean
 
 help:
 	@echo "make up      run the three services on the embedded database (data in ./$(DATA_DIR))"
@@ -21,6 +21,7 @@ help:
 	@echo "make fuzz    schema-fuzz the three APIs at length (CEF_FUZZ_EXAMPLES examples per operation)"
 	@echo "make bench   run the benchmarks and print their figures"
 	@echo "make accept  drive a fresh system with the shared sample world (needs ../shared)"
+	@echo "make assets  rebuild the web app's NHS.UK frontend files from their lockfile (needs Node.js)"
 	@echo "then         .venv/bin/cef --help   (the cef command; make up prints what to run)"
 
 bootstrap:
@@ -60,6 +61,11 @@ bench: sync
 
 accept: sync
 	$(UV) run python ../shared/tools/accept_sample.py sample-v2
+
+# The NHS.UK frontend the web app serves, from services/web/assets/package-lock.json. The result is
+# committed, so `make up` needs no Node.js; run this after changing the pinned version.
+assets:
+	services/web/assets/build.sh
 
 clean:
 	rm -rf .pytest_cache .mypy_cache .ruff_cache benchmarks/out $(TOOLS)

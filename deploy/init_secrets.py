@@ -13,6 +13,7 @@ Layout under --root (each directory is one volume, mounted only where it is need
     tokeniser/  tokeniser.pem (+ .jwks.json), master.key, pgpass for cef_tokeniser_app
     cef-api/    cef-api.pem (+ .jwks.json), pgpass for cef_api_app
     audit/      audit.pem (+ .jwks.json), pgpass for cef_audit_app
+    web/        web.pem (+ .jwks.json), pgpass for cef_web_app
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ DATABASES = (
     ServiceDatabase("tokeniser", "cef_tokeniser", "cef_tokeniser_owner", "cef_tokeniser_app"),
     ServiceDatabase("cef-api", "cef_api", "cef_api_owner", "cef_api_app"),
     ServiceDatabase("audit", "cef_audit", "cef_audit_owner", "cef_audit_app"),
+    ServiceDatabase("web", "cef_web", "cef_web_owner", "cef_web_app"),
 )
 SUPERUSER_PASSWORD = "postgres"
 MASTER_KEY_NAME = "master.key"
@@ -119,7 +121,7 @@ def init_secrets(
     _write_replace(root / "migrate" / "pgpass", "\n".join(owner_lines) + "\n", uid=service_uid)
     if _write_new(root / "tokeniser" / MASTER_KEY_NAME, secrets.token_hex(32) + "\n", uid=service_uid):
         created.append("tokeniser master key")
-    for directory in ("db-init", "migrate", "tokeniser", "cef-api", "audit"):
+    for directory in ("db-init", "migrate", *(sdb.service for sdb in DATABASES)):
         os.chmod(root / directory, 0o700)
         owner = postgres_uid if directory == "db-init" else service_uid
         if owner is not None:

@@ -28,6 +28,7 @@ SERVICES = (
     ("tokeniser", "cef_tokeniser.config"),
     ("cef-api", "cef_api.config"),
     ("audit", "cef_audit.config"),
+    ("web", "cef_web.config"),
 )
 
 
@@ -125,8 +126,10 @@ def render() -> str:
             if inherited and render_default(f) == render_default(base_fields[n]):
                 continue
             kind, default, what = describe(cls, n, f)
-            if inherited:
-                what = f"As for every service; this service's default. {what}".strip()
+            note = "As for every service; this service's default."
+            # A description may already say so itself (the web app's MAX_BODY_BYTES does).
+            if inherited and not what.startswith(note):
+                what = f"{note} {what}".strip()
             rows.append((f"{prefix}{n.upper()}", kind, default, what))
         parts += ["", f"### {name} (`{prefix}`)", "", table(rows)]
     return "\n".join(parts) + "\n"

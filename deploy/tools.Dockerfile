@@ -22,6 +22,7 @@ COPY services/common/pyproject.toml services/common/
 COPY services/tokeniser/pyproject.toml services/tokeniser/
 COPY services/cef-api/pyproject.toml services/cef-api/
 COPY services/audit/pyproject.toml services/audit/
+COPY services/web/pyproject.toml services/web/
 COPY cli/pyproject.toml cli/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --package cef-cli
@@ -30,6 +31,7 @@ COPY services/common/src services/common/src
 COPY services/tokeniser/src services/tokeniser/src
 COPY services/cef-api/src services/cef-api/src
 COPY services/audit/src services/audit/src
+COPY services/web/src services/web/src
 COPY cli/src cli/src
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --package cef-cli

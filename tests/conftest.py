@@ -67,12 +67,13 @@ def _ready(url: str) -> bool:
 
 @pytest.fixture
 def up(tmp_path: Path) -> Iterator[Up]:
-    ports = {"tokeniser": free_port(), "cef-api": free_port(), "audit": free_port()}
+    ports = {"tokeniser": free_port(), "cef-api": free_port(), "audit": free_port(), "web": free_port()}
     env = {
         **os.environ,
         "CEF_TOKENISER_PORT": str(ports["tokeniser"]),
         "CEF_API_PORT": str(ports["cef-api"]),
         "CEF_AUDIT_PORT": str(ports["audit"]),
+        "CEF_WEB_PORT": str(ports["web"]),
         "CEF_API_PUBLIC_URL": f"http://127.0.0.1:{ports['cef-api']}",
         "CEF_TOKENISER_PUBLIC_URL": f"http://127.0.0.1:{ports['tokeniser']}",
         "CEF_AUDIT_PUBLIC_URL": f"http://127.0.0.1:{ports['audit']}",
@@ -88,12 +89,13 @@ def up(tmp_path: Path) -> Iterator[Up]:
             text=True,
         )
     system = Up(proc, data_dir, ports, env, log)
-    deadline = time.monotonic() + 90
+    # Four processes start at once; on a busy two-core machine that can take a while.
+    deadline = time.monotonic() + 150
     try:
         # Ready means what a user sees: every service answers /readyz and `cef up` has said so.
         while not (all(_ready(system.url(s)) for s in ports) and "CEF is up" in log.read_text()):
             assert proc.poll() is None, f"cef up exited early: {log.read_text()[-2000:]}"
-            assert time.monotonic() < deadline, f"not ready in 90 s: {log.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, f"not ready in 150 s: {log.read_text()[-2000:]}"
             time.sleep(0.3)
         yield system
     finally:

@@ -35,6 +35,14 @@ IDP_ENV = {
     "CEF_IDP_ISSUER": "https://idp.example.nhs.uk",
     "CEF_IDP_JWKS_URL": "https://idp.example.nhs.uk/.well-known/jwks.json",
 }
+# What the web app's registration at the identity provider gives; the secret file is a path on
+# the host, which only `docker compose` itself reads.
+WEB_ENV = {
+    "CEF_WEB_PUBLIC_URL": "https://cef.example.nhs.uk",
+    "CEF_WEB_OIDC_CLIENT_ID": "cef-web-client",
+    "CEF_WEB_OIDC_CLIENT_SECRET_FILE": "/etc/cef/web-oidc-client-secret",
+}
+COMPOSE_ENV = IDP_ENV | WEB_ENV
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,16 @@ SERVICES = {
             8003,
             "audit-secrets",
         ),
+        Service(
+            "web",
+            "CEF_WEB_",
+            "cef_web",
+            "cef-web",
+            "services/web/Dockerfile",
+            "migrate-web",
+            8000,
+            "web-secrets",
+        ),
     )
 }
 PREFIXES = tuple(s.prefix for s in SERVICES.values())
@@ -127,7 +145,7 @@ def interpolate(value: Any, env: dict[str, str]) -> Any:
 
 def load_compose(env: dict[str, str] | None = None) -> dict[str, Any]:
     raw = yaml.safe_load(COMPOSE.read_text())
-    return dict(interpolate(raw, IDP_ENV if env is None else env))
+    return dict(interpolate(raw, COMPOSE_ENV if env is None else env))
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +180,19 @@ def mounted_volume(container: dict[str, Any], path: str) -> str | None:
     return best[1] if best else None
 
 
+def secret_files(container: dict[str, Any]) -> dict[str, str]:
+    """Path inside the container → the compose secret mounted there (/run/secrets/<name> unless a
+    target says otherwise)."""
+    result = {}
+    for secret in container.get("secrets", []):
+        source, target = (
+            (secret, secret) if isinstance(secret, str) else (secret["source"], secret.get("target"))
+        )
+        target = target or source
+        result[target if target.startswith("/") else f"/run/secrets/{target}"] = source
+    return result
+
+
 def settings_class(service: Service) -> Any:
     return importlib.import_module(f"{service.module}.config").Settings
 
@@ -186,6 +217,25 @@ def build_settings(service: Service, env: dict[str, str], monkeypatch: pytest.Mo
             monkeypatch.delenv(name)
 
 
+def container_settings(
+    compose: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch, secrets_dir: Path
+) -> Any:
+    """A service's settings from its compose environment, with each compose secret the
+    environment names (a *_FILE under /run/secrets) stood in for by a file of its own name in
+    `secrets_dir`: settings read those files when they are built."""
+    container = compose["services"][name]
+    env = environment(container)
+    attached = secret_files(container)
+    for variable, value in env.items():
+        if variable.endswith("_FILE") and value.startswith("/run/secrets/"):
+            assert value in attached, f"{name}: {variable} names {value}, but no secret is mounted there"
+            stand_in = secrets_dir / attached[value]
+            stand_in.parent.mkdir(parents=True, exist_ok=True)
+            stand_in.write_text(f"secret of {attached[value]}\n")
+            env[variable] = str(stand_in)
+    return build_settings(SERVICES[name], env, monkeypatch)
+
+
 def load_script(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(name, ROOT / "deploy" / f"{name}.py")
     assert spec is not None
@@ -206,9 +256,19 @@ def test_the_deployment_has_every_part(compose: dict[str, Any]) -> None:
 
 def test_the_identity_provider_is_required() -> None:
     with pytest.raises(MissingVariable, match="CEF_IDP_ISSUER"):
-        load_compose({"CEF_IDP_JWKS_URL": "https://idp/jwks"})
+        load_compose({**WEB_ENV, "CEF_IDP_JWKS_URL": "https://idp/jwks"})
     with pytest.raises(MissingVariable, match="CEF_IDP_JWKS_URL"):
-        load_compose({"CEF_IDP_ISSUER": "https://idp"})
+        load_compose({**WEB_ENV, "CEF_IDP_ISSUER": "https://idp"})
+
+
+@pytest.mark.parametrize("variable", sorted(WEB_ENV))
+def test_the_web_apps_registration_is_required(variable: str) -> None:
+    # No default address, client id or secret file: a wrong one would only show at sign-in.
+    env = {k: v for k, v in COMPOSE_ENV.items() if k != variable}
+    with pytest.raises(MissingVariable, match=variable):
+        load_compose(env)
+    with pytest.raises(MissingVariable, match=variable):
+        load_compose(env | {variable: ""})
 
 
 def test_interpolation_follows_compose() -> None:
@@ -230,6 +290,22 @@ def test_named_volumes_are_declared_and_bind_mounts_exist(compose: dict[str, Any
                 assert source in declared, f"{name} uses volume {source}, not declared"
                 used.add(source)
     assert used == declared
+
+
+def test_secrets_are_declared_files_and_mounted_only_where_read(compose: dict[str, Any]) -> None:
+    declared = compose.get("secrets", {})
+    used: dict[str, set[str]] = {}
+    for name, container in compose["services"].items():
+        for source in secret_files(container).values():
+            assert source in declared, f"{name} uses secret {source}, not declared"
+            used.setdefault(source, set()).add(name)
+    assert set(used) == set(declared)
+    # The OIDC client secret comes from the file the operator names, and only the web app sees it.
+    assert declared["web-oidc-client-secret"] == {"file": WEB_ENV["CEF_WEB_OIDC_CLIENT_SECRET_FILE"]}
+    assert used["web-oidc-client-secret"] == {"web"}
+    # Never a value in the compose file itself.
+    assert "environment" not in declared["web-oidc-client-secret"]
+    assert "CEF_WEB_OIDC_CLIENT_SECRET" not in environment(compose["services"]["web"])
 
 
 def test_postgres(compose: dict[str, Any]) -> None:
@@ -311,12 +387,12 @@ def test_every_variable_names_a_setting(compose: dict[str, Any], name: str) -> N
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
 def test_the_environment_parses_as_production_settings(
-    compose: dict[str, Any], name: str, clean_env: pytest.MonkeyPatch
+    compose: dict[str, Any], name: str, clean_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     service = SERVICES[name]
     container = compose["services"][name]
     try:
-        settings = build_settings(service, environment(container), clean_env)
+        settings = container_settings(compose, name, clean_env, tmp_path)
     except ValidationError as exc:
         pytest.fail(f"{name}'s environment in docker-compose.yml does not parse: {exc}")
     assert settings.environment == "production"
@@ -344,13 +420,27 @@ def test_the_environment_parses_as_production_settings(
     if name == "tokeniser":
         assert mounted_volume(container, str(settings.master_key_file)) == service.secrets_volume
         assert Path(str(settings.master_key_file)).name == script.MASTER_KEY_NAME
+    if name == "web":
+        # People sign in at the identity provider the services trust, and come back to the HTTPS
+        # address the operator gave; the client secret was read from the mounted secret.
+        assert settings.oidc_issuer == IDP_ENV["CEF_IDP_ISSUER"]
+        assert settings.oidc_client_id == WEB_ENV["CEF_WEB_OIDC_CLIENT_ID"]
+        assert settings.public_base_url == WEB_ENV["CEF_WEB_PUBLIC_URL"]
+        assert settings.effective_cookie_secure is True
+        assert settings.oidc_client_secret is not None
+        assert settings.oidc_client_secret.get_secret_value() == "secret of web-oidc-client-secret"
+        assert environment(container)["CEF_WEB_OIDC_CLIENT_SECRET_FILE"] in secret_files(container)
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
 def test_issuers_are_the_identity_provider_and_peers_jwks(
-    compose: dict[str, Any], name: str, clean_env: pytest.MonkeyPatch
+    compose: dict[str, Any], name: str, clean_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    settings = build_settings(SERVICES[name], environment(compose["services"][name]), clean_env)
+    settings = container_settings(compose, name, clean_env, tmp_path)
+    if name == "web":
+        # People sign in to the web app; it verifies no bearer token, so it trusts no issuer.
+        assert settings.trusted_issuers == []
+        return
     issuers = {i.issuer: i for i in settings.trusted_issuers}
     idp = issuers.pop(IDP_ENV["CEF_IDP_ISSUER"])
     assert idp.jwks_url == IDP_ENV["CEF_IDP_JWKS_URL"]
@@ -359,19 +449,52 @@ def test_issuers_are_the_identity_provider_and_peers_jwks(
         assert issuer.jwks_url == f"http://{peer_name}:{peer.port}/.well-known/jwks.json"
         assert issuer.jwks_file is None
         assert issuer.allowed_scopes, f"{name} must limit what {peer_name}'s key may grant"
-    callers = {"tokeniser": {"cef-api"}, "audit": {"cef-api", "tokeniser"}, "cef-api": set()}
+    callers = {"tokeniser": {"cef-api"}, "audit": {"cef-api", "tokeniser", "web"}, "cef-api": {"web"}}
     assert set(issuers) == callers[name]
 
 
-@pytest.mark.parametrize("name", ["tokeniser", "cef-api"])
-def test_peer_urls_point_at_the_peers(
-    compose: dict[str, Any], name: str, clean_env: pytest.MonkeyPatch
+# What the web app's key may grant, as the deployment must say it: the scopes of its pages.
+WEB_GRANTS = {
+    "cef-api": ["invoices:read", "invoices:submit", "invoices:validate", "reports:read"],
+    "audit": ["audit:write", "audit:read"],
+}
+
+
+@pytest.mark.parametrize("name", ["tokeniser", "cef-api", "audit"])
+def test_the_web_apps_key_grants_only_its_pages_scopes(
+    compose: dict[str, Any], name: str, clean_env: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    settings = build_settings(SERVICES[name], environment(compose["services"][name]), clean_env)
+    from cef_cli.up import _trusted_scopes
+
+    settings = container_settings(compose, name, clean_env, tmp_path)
+    web = [i for i in settings.trusted_issuers if i.issuer == "web"]
+    if name not in WEB_GRANTS:
+        # People never call the tokeniser, through the web app or otherwise.
+        assert web == []
+        assert _trusted_scopes(name, "web") is None
+        return
+    (issuer,) = web
+    assert issuer.jwks_url == "http://web:8000/.well-known/jwks.json"
+    assert issuer.allowed_scopes is not None
+    assert sorted(issuer.allowed_scopes) == sorted(WEB_GRANTS[name])
+    assert len(issuer.allowed_scopes) == len(set(issuer.allowed_scopes))
+    # The same trust `cef up` gives, so the laptop and the deployment cannot disagree.
+    assert sorted(_trusted_scopes(name, "web") or []) == sorted(WEB_GRANTS[name])
+    assert "reference:write" not in issuer.allowed_scopes
+
+
+@pytest.mark.parametrize("name", ["tokeniser", "cef-api", "web"])
+def test_peer_urls_point_at_the_peers(
+    compose: dict[str, Any], name: str, clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    settings = container_settings(compose, name, clean_env, tmp_path)
     assert settings.audit_url == "http://audit:8003"
     if name == "cef-api":
         assert settings.tokeniser_url == "http://tokeniser:8001"
-    for peer in ("audit", "tokeniser") if name == "cef-api" else ("audit",):
+    if name == "web":
+        assert settings.cef_api_url == "http://cef-api:8002"
+    peers = {"tokeniser": ("audit",), "cef-api": ("audit", "tokeniser"), "web": ("audit", "cef-api")}
+    for peer in peers[name]:
         assert compose["services"][name]["depends_on"][peer]["condition"] == "service_healthy"
 
 
@@ -671,7 +794,7 @@ def test_init_sql_migrations_and_role_privileges(
         compose_url = environment(compose["services"][name])[variable]
         return _server_url(compose_url, suffix, secrets_root / name / "pgpass")
 
-    audit, api = app_url("audit"), app_url("cef-api")
+    audit, api, web = app_url("audit"), app_url("cef-api"), app_url("web")
     # The audit service's role appends and reads; it can change nothing.
     assert attempt(audit, "SELECT count(*) FROM audit_events") == "ok"
     assert attempt(audit, "SELECT version_num FROM alembic_version") == "ok"
@@ -690,9 +813,19 @@ def test_init_sql_migrations_and_role_privileges(
     assert attempt(api, "CREATE TEMP TABLE scratch (a int)") == "ok"
     assert attempt(api, "CREATE TABLE t (a int)") == "denied"
     assert attempt(api, "DROP TABLE alembic_version") == "denied"
+    # The web app keeps, refreshes and ends sessions; nothing else.
+    assert attempt(web, "SELECT count(*) FROM web_session") == "ok"
+    assert attempt(web, "UPDATE web_session SET last_seen_at = now()") == "ok"
+    assert attempt(web, "DELETE FROM web_session WHERE expires_at <= now()") == "ok"
+    assert attempt(web, "SELECT count(*) FROM audit_outbox") == "ok"
+    assert attempt(web, "CREATE TABLE t (a int)") == "denied"
+    assert attempt(web, "DROP TABLE web_session") == "denied"
+    assert attempt(web, "TRUNCATE web_session") == "denied"
     # And nobody reaches another service's database.
     with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
         psycopg.connect(api.replace("+psycopg", "").replace(f"/cef_api{suffix}", f"/cef_audit{suffix}"))
+    with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+        psycopg.connect(web.replace("+psycopg", "").replace(f"/cef_web{suffix}", f"/cef_api{suffix}"))
 
 
 def test_the_configuration_document_matches_the_settings() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from threading import Thread
 from typing import Any
 
+import httpx
 import pytest
 
 from cef_common.testing import free_port
@@ -31,6 +32,7 @@ def _ports_env(ports: dict[str, int]) -> dict[str, str]:
         CEF_TOKENISER_PORT=str(ports["tokeniser"]),
         CEF_API_PORT=str(ports["cef-api"]),
         CEF_AUDIT_PORT=str(ports["audit"]),
+        CEF_WEB_PORT=str(ports["web"]),
     )
     return env
 
@@ -44,7 +46,7 @@ def _listening(port: int) -> Iterator[None]:
 
 
 def test_up_refuses_ports_another_program_holds(tmp_path: Path) -> None:
-    ports = {"tokeniser": free_port(), "cef-api": free_port(), "audit": free_port()}
+    ports = {"tokeniser": free_port(), "cef-api": free_port(), "audit": free_port(), "web": free_port()}
     data_dir = tmp_path / "var"
     with _listening(ports["cef-api"]):
         run = subprocess.run(
@@ -83,7 +85,7 @@ app()
 
 
 def test_up_does_not_say_up_when_a_service_cannot_bind(tmp_path: Path) -> None:
-    ports = {"tokeniser": free_port(), "cef-api": free_port(), "audit": free_port()}
+    ports = {"tokeniser": free_port(), "cef-api": free_port(), "audit": free_port(), "web": free_port()}
     # Not a new data directory, so no demo world: the CEF API gets to its port sooner.
     (tmp_path / "var" / "keys").mkdir(parents=True)
     impostor = HTTPServer(("127.0.0.1", ports["cef-api"]), _ImpostorReady)
@@ -117,7 +119,7 @@ def _start(data_dir: Path, env: dict[str, str], log: Path) -> subprocess.Popen[s
             cwd=data_dir.parent,
         )
     deadline = time.monotonic() + 180
-    while "Ctrl-C stops all three" not in log.read_text():
+    while "Ctrl-C stops them all" not in log.read_text():
         assert proc.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, log.read_text()[-3000:]
         time.sleep(0.3)
@@ -148,7 +150,7 @@ def _run_as_printed(command: str, env: dict[str, str], cwd: Path) -> subprocess.
 
 
 def test_the_banner_tells_the_truth_and_its_commands_run_as_printed(tmp_path: Path) -> None:
-    ports = {"tokeniser": free_port(), "cef-api": free_port(), "audit": free_port()}
+    ports = {"tokeniser": free_port(), "cef-api": free_port(), "audit": free_port(), "web": free_port()}
     env = {**_ports_env(ports), "COLUMNS": "200"}
     shell = {k: v for k, v in env.items() if not k.startswith("CEF_")}
     # Started outside the checkout: the banner's paths are then absolute, or relative to here.
@@ -161,6 +163,10 @@ def test_the_banner_tells_the_truth_and_its_commands_run_as_printed(tmp_path: Pa
         assert "uv run" not in banner
         assert all(len(line) <= 80 for line in shown), [line for line in shown if len(line) > 80]
         assert "The demo world is loaded (reference versions" in banner
+        # The web app's address, as printed, answers with its sign-in page.
+        web_url = f"http://127.0.0.1:{ports['web']}"
+        assert f"Open the web app in a browser: {web_url}" in banner
+        assert "Sign in" in httpx.get(f"{web_url}/sign-in", timeout=10).text
         token = _run_as_printed(_printed_after(banner, "A token (development issuer"), shell, tmp_path)
         assert token.returncode == 0, token.stderr
         assert token.stdout.strip().count(".") == 2

@@ -71,3 +71,4 @@ SQL
 create_service_database cef_tokeniser read-write
 create_service_database cef_api read-write
 create_service_database cef_audit append-only
+create_service_database cef_web read-write

@@ -74,8 +74,8 @@ DataDirOption = Annotated[
 SERVICES = ("tokeniser", "cef-api", "audit")
 
 
-ENV_PREFIXES = {"tokeniser": "CEF_TOKENISER", "cef-api": "CEF_API", "audit": "CEF_AUDIT"}
-DEFAULT_PORTS = {"tokeniser": "8001", "cef-api": "8002", "audit": "8003"}
+ENV_PREFIXES = {"tokeniser": "CEF_TOKENISER", "cef-api": "CEF_API", "audit": "CEF_AUDIT", "web": "CEF_WEB"}
+DEFAULT_PORTS = {"tokeniser": "8001", "cef-api": "8002", "audit": "8003", "web": "8000"}
 
 
 def service_url(service: str) -> str:

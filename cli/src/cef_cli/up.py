@@ -1,4 +1,4 @@
-"""`cef up`: the three services as separate processes on this machine, until stopped."""
+"""`cef up`: the three services and the web app as separate processes on this machine, until stopped."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
     from cef_common.settings import BaseServiceSettings
 
-READY_TIMEOUT = 60.0
-DEFAULT_PORTS = {"tokeniser": 8001, "cef-api": 8002, "audit": 8003}
+READY_TIMEOUT = 120.0
+DEFAULT_PORTS = {"tokeniser": 8001, "cef-api": 8002, "audit": 8003, "web": 8000}
 
 
 @dataclass
@@ -56,11 +56,13 @@ def _die_with_parent() -> None:
         pass
 
 
-# Started in this order: audit first, so the others' first events have somewhere to go.
+# Started in this order: audit first, so the others' first events have somewhere to go; the web
+# app last, over the services it calls.
 SERVICE_PACKAGES = (
     ("audit", "CEF_AUDIT_", "cef_audit"),
     ("tokeniser", "CEF_TOKENISER_", "cef_tokeniser"),
     ("cef-api", "CEF_API_", "cef_api"),
+    ("web", "CEF_WEB_", "cef_web"),
 )
 
 
@@ -96,6 +98,26 @@ PEER_SCOPES = {
 }
 
 
+def _trusted_scopes(service: str, issuer: str) -> list[str] | None:
+    """What `service` accepts from tokens `issuer` signs; None: it does not trust `issuer` at all.
+
+    The web app signs tokens for the person signed in to it: the CEF API and the audit service
+    accept from it only the scopes people hold there (cef_web.roles.SCOPES_FOR), and the audit
+    service its own audit:write; the tokeniser does not trust it (people never call the tokeniser)."""
+    if issuer == "web":
+        from cef_web.roles import SCOPES_FOR
+
+        if service == "cef-api":
+            return list(SCOPES_FOR["cef-api"])
+        if service == "audit":
+            return ["audit:write", *SCOPES_FOR["audit"]]
+        return None
+    if service == "web":
+        # The web app verifies no bearer tokens (people sign in to it); it trusts no peer.
+        return None
+    return PEER_SCOPES[issuer]
+
+
 def _environment(
     run: ServiceRun, runs: list[ServiceRun], data_dir: Path, demo_dir: Path | None
 ) -> dict[str, str]:
@@ -105,10 +127,17 @@ def _environment(
     env[f"{p}DATA_DIR"] = str(data_dir)
     env.setdefault(f"{p}DEV_ISSUER_ENABLED", "true")
     if f"{p}TRUSTED_ISSUERS" not in os.environ:
-        peers = [_issuer(other.name, keys, PEER_SCOPES[other.name]) for other in runs if other is not run]
+        peers = [
+            _issuer(other.name, keys, scopes)
+            for other in runs
+            if other is not run and (scopes := _trusted_scopes(run.name, other.name)) is not None
+        ]
         env[f"{p}TRUSTED_ISSUERS"] = json.dumps(peers)
     urls = {r.name: r.url for r in runs}
     if run.name in ("tokeniser", "cef-api"):
+        env.setdefault(f"{p}AUDIT_URL", urls["audit"])
+    if run.name == "web":
+        env.setdefault(f"{p}CEF_API_URL", urls["cef-api"])
         env.setdefault(f"{p}AUDIT_URL", urls["audit"])
     if run.name == "cef-api":
         env.setdefault(f"{p}TOKENISER_URL", urls["tokeniser"])
@@ -274,9 +303,9 @@ def _reference(run: ServiceRun) -> Reference:
 
 
 def up(data_dir: DataDirOption = Path("var")) -> None:
-    """Run the tokeniser, CEF API and audit services until Ctrl-C.
+    """Run the tokeniser, CEF API and audit services, and the web app, until Ctrl-C.
 
-    Ctrl-C or SIGTERM stops all three; so does one of them dying (then the exit status is 1).
+    Ctrl-C or SIGTERM stops them all; so does one of them dying (then the exit status is 1).
 
     A new data directory gets development keys and the demo world (demo/); a data directory used
     before keeps what it holds. Refuses to start when a port is taken (CEF_*_PORT changes them)."""
@@ -408,8 +437,16 @@ def _banner(
 
     where = shown_path(data_dir)
     _say(f"\n[bold green]CEF is up[/] in {seconds:.1f} s\n  data directory {escape(where)}")
+    web = next((run for run in runs if run.name == "web"), None)
     for run in runs:
-        _say(f"  {run.name:<10} {run.url}   docs {run.url}/docs")
+        if run is not web:
+            _say(f"  {run.name:<10} {run.url}   docs {run.url}/docs")
+    if web is not None:
+        _say(f"\n[bold]Open the web app in a browser:[/] {web.url}")
+        _prose(
+            "Sign in as any role with the development sign-in: a provider (organisation RTR, RVW "
+            "or RXP in the demo world), CEF staff, finance or the board (00C), or an auditor."
+        )
     _say("\nA token (development issuer; e.g. a provider submitting invoices):")
     _say(cef("token", "--scope", "invoices:submit", "--org", "RTR", *data_dir_args(data_dir)))
 
@@ -484,5 +521,5 @@ def _roles(demo: Path, data_dir: Path, runs: list[ServiceRun], cef: Callable[...
 
 
 def _closing() -> None:
-    _say("\nCtrl-C stops all three.\n")
+    _say("\nCtrl-C stops them all.\n")
     sys.stdout.flush()

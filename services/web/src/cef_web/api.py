@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 from fastapi import Request
+from starlette.responses import StreamingResponse
 
 from cef_common.context import request_id_var, traceparent_var
 from cef_web.auth import DelegatedTokens, Person
@@ -83,6 +84,7 @@ class ServiceClient:
         json: Any = None,
         files: Any = None,
         data: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
         ok: tuple[int, ...] = (200,),
     ) -> httpx.Response:
         query = {k: v for k, v in (params or {}).items() if v not in (None, "", [])}
@@ -94,7 +96,7 @@ class ServiceClient:
                 json=json,
                 files=files,
                 data=data,
-                headers=self._headers(person),
+                headers={**self._headers(person), **(headers or {})},
             )
         except httpx.HTTPError:
             raise Unavailable(
@@ -117,11 +119,19 @@ class ServiceClient:
         return response.json() if response.content else {}
 
     async def stream(
-        self, person: Person, path: str, params: Mapping[str, Any] | None = None
+        self,
+        person: Person,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        accept: str = "text/csv",
     ) -> tuple[httpx.Response, AsyncIterator[bytes]]:
-        """A streamed GET (a CSV export): the response, once its status is known, and its body."""
+        """A streamed GET (a CSV export): the response, once its status is known, and its body.
+        The services answer CSV only when asked for it (`accept`)."""
         query = {k: v for k, v in (params or {}).items() if v not in (None, "", [])}
-        request = self.client.build_request("GET", path, params=query, headers=self._headers(person))
+        request = self.client.build_request(
+            "GET", path, params=query, headers={**self._headers(person), "Accept": accept}
+        )
         try:
             response = await self.client.send(request, stream=True)
         except httpx.HTTPError:
@@ -144,6 +154,26 @@ class ServiceClient:
                 await response.aclose()
 
         return response, body()
+
+
+async def download(
+    client: ServiceClient,
+    person: Person,
+    path: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    filename: str,
+    accept: str = "text/csv",
+) -> StreamingResponse:
+    """A service's export passed through to the browser as a file, streamed (never held whole), with
+    the service's own filename when it gives one."""
+    upstream, chunks = await client.stream(person, path, params, accept=accept)
+    disposition = upstream.headers.get("content-disposition") or f'attachment; filename="{filename}"'
+    return StreamingResponse(
+        chunks,
+        media_type=upstream.headers.get("content-type", accept),
+        headers={"Content-Disposition": disposition, "Cache-Control": "no-store"},
+    )
 
 
 def cef_api(request: Request) -> ServiceClient:

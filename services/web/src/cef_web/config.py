@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -32,6 +34,10 @@ class Settings(BaseServiceSettings):
     oidc_client_id: str | None = Field(default=None, description="This app's client id at the provider.")
     oidc_client_secret: SecretStr | None = Field(
         default=None, description="This app's client secret (client_secret_basic); unset: a public client."
+    )
+    oidc_client_secret_file: Path | None = Field(
+        default=None,
+        description="A file holding the client secret (a container secret), instead of OIDC_CLIENT_SECRET.",
     )
     oidc_scopes: list[str] = Field(
         default_factory=lambda: [
@@ -64,6 +70,20 @@ class Settings(BaseServiceSettings):
 
     @model_validator(mode="after")
     def _oidc_complete(self) -> Settings:
+        if self.oidc_client_secret_file is not None:
+            if self.oidc_client_secret is not None:
+                raise ValueError(
+                    "give the OIDC client secret once: OIDC_CLIENT_SECRET or OIDC_CLIENT_SECRET_FILE"
+                )
+            try:
+                secret = self.oidc_client_secret_file.read_text().strip()
+            except OSError as exc:
+                raise ValueError(
+                    f"OIDC_CLIENT_SECRET_FILE {self.oidc_client_secret_file} cannot be read: {exc.strerror}"
+                ) from None
+            if not secret:
+                raise ValueError(f"OIDC_CLIENT_SECRET_FILE {self.oidc_client_secret_file} is empty")
+            self.oidc_client_secret = SecretStr(secret)
         if self.oidc_issuer and not self.oidc_client_id:
             raise ValueError("OIDC_ISSUER is set without OIDC_CLIENT_ID: give the client id registered there")
         if self.is_production and not self.oidc_issuer:

@@ -7,7 +7,6 @@ a key derived from the web app's own signing key."""
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import os
@@ -199,6 +198,8 @@ class SessionStore:
             tokens=self._seal(tokens, row["id_hash"]) if tokens else None,
         )
         with self.engine.begin() as conn:
+            # Ended sessions go when someone signs in: the table holds live sessions, give or take.
+            conn.execute(web_session.delete().where(web_session.c.expires_at <= now))
             if old is not None:
                 conn.execute(web_session.delete().where(web_session.c.id_hash == _hash(old.id)))
             conn.execute(web_session.insert().values(**row))
@@ -227,7 +228,3 @@ class SessionStore:
 
 def constant_time_equal(a: str, b: str) -> bool:
     return secrets.compare_digest(a.encode(), b.encode())
-
-
-def b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
