@@ -16,6 +16,7 @@ from cef_web import events
 from cef_web.auth import Person, current_person, web_session
 from cef_web.config import Settings
 from cef_web.errors import safe_next
+from cef_web.pages import oidc
 from cef_web.roles import ROLES
 from cef_web.security import session_for_form
 from cef_web.sessions import SessionStore
@@ -144,6 +145,9 @@ async def sign_in_dev(
 async def sign_out(request: Request) -> Response:
     session = web_session(request)
     person = current_person(request)
+    # Signed in through the identity provider: signed out there too (its tokens are read before
+    # the session that seals them ends).
+    provider_url = await oidc.provider_sign_out_url(request, session)
     if session is not None:
         store: SessionStore = request.app.state.sessions
         await run_in_threadpool(store.end, session)
@@ -157,6 +161,8 @@ async def sign_out(request: Request) -> Response:
             outcome="success",
             principal=person.principal(),
         )
+    if provider_url is not None:
+        return RedirectResponse(provider_url, status_code=303)
     return render(request, "signed_out.html", title="You have signed out")
 
 
