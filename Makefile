@@ -13,7 +13,7 @@ endif
 DATA_DIR ?= var
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap sync up test test-fast fuzz lint fmt bench accept assets clean
+.PHONY: help bootstrap sync up test test-fast test-browser fuzz lint fmt bench accept assets clean
 
 help:
 	@echo "make up      run the three services on the embedded database (data in ./$(DATA_DIR))"
@@ -46,6 +46,10 @@ test: lint
 
 test-fast: sync
 	$(UV) run pytest -q -x -n 2 --dist loadfile -m "not e2e" $(PYTEST_ARGS)
+
+# The browser tests alone: Playwright driving Debian's Chromium over a real `cef up`.
+test-browser: sync
+	$(UV) run pytest -q -m browser tests/browser $(PYTEST_ARGS)
 
 # The schema fuzzing `make test` runs briefly, run with many more examples per operation.
 CEF_FUZZ_EXAMPLES ?= 500

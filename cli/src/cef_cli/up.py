@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
     from cef_common.settings import BaseServiceSettings
 
-READY_TIMEOUT = 120.0
+# How long `cef up` waits for every process to answer; a busy two-core machine needs a while.
+READY_TIMEOUT = float(os.environ.get("CEF_UP_READY_TIMEOUT", "120"))
 DEFAULT_PORTS = {"tokeniser": 8001, "cef-api": 8002, "audit": 8003, "web": 8000}
 
 
