@@ -13,13 +13,14 @@ endif
 DATA_DIR ?= var
 PYTEST_ARGS ?=
 
-.PHONY: help bootstrap sync up test test-fast test-browser fuzz lint fmt bench accept assets clean
+.PHONY: help bootstrap sync up test test-fast test-browser fuzz lint fmt bench soak accept assets clean
 
 help:
 	@echo "make up      run the three services on the embedded database (data in ./$(DATA_DIR))"
 	@echo "make test    lint, type-check and run every test (PostgreSQL at 127.0.0.1:5432 or CEF_TEST_DATABASE_URL)"
 	@echo "make fuzz    schema-fuzz the three APIs at length (CEF_FUZZ_EXAMPLES examples per operation)"
 	@echo "make bench   run the benchmarks and print their figures"
+	@echo "make soak    locust for 5 minutes against cef up on PostgreSQL (127.0.0.1:5432): req/s, p50/p99, errors"
 	@echo "make accept  drive a fresh system with the shared sample world (needs ../shared)"
 	@echo "make assets  rebuild the web app's NHS.UK frontend files from their lockfile (needs Node.js)"
 	@echo "then         .venv/bin/cef --help   (the cef command; make up prints what to run)"
@@ -62,6 +63,12 @@ fmt: sync
 
 bench: sync
 	$(UV) run python benchmarks/run_all.py
+
+# Load: 20 providers submitting 100-line invoices, staff deciding, finance reading, for 5 minutes
+# (docs/load.md); SOAK_ARGS="--duration 60s" for a short run.
+SOAK_ARGS ?=
+soak: sync
+	$(UV) run python benchmarks/soak/run_soak.py $(SOAK_ARGS)
 
 accept: sync
 	$(UV) run python ../shared/tools/accept_sample.py sample-v2

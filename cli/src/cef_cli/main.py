@@ -18,6 +18,7 @@ from cef_cli import (
     reference,
     reidentify,
     reports,
+    worker,
 )
 from cef_cli.common import SERVICES, DataDirOption, out
 from cef_cli.up import up
@@ -39,6 +40,7 @@ app.add_typer(challenges.app, name="challenges")
 app.add_typer(finance.app, name="finance")
 app.add_typer(reports.app, name="reports")
 app.command("reasons")(reasons.reasons)
+app.command("worker")(worker.worker)
 reidentify.register(audit=audit.app, invoices=invoices.invoices_app)
 
 

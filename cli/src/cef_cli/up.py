@@ -238,18 +238,32 @@ def _listens(pid: int, port: int) -> bool | None:
 
 
 def _stop_all(runs: list[ServiceRun], timeout: float = 15.0) -> None:
-    for run in runs:
-        if run.process and run.process.poll() is None:
-            run.process.send_signal(signal.SIGTERM)
+    """Stops the processes in the reverse of their start order, each group before the next: the web
+    app and the CEF API finish what they are doing (a validation in flight still calls the
+    tokeniser, and their outboxes deliver to the audit service) before the services they call stop."""
     deadline = time.monotonic() + timeout
+    for group in (("web",), ("cef-api",), ("tokeniser",), ("audit",)):
+        members = [run for run in runs if run.name in group and run.process is not None]
+        for run in members:
+            assert run.process is not None
+            if run.process.poll() is None:
+                run.process.send_signal(signal.SIGTERM)
+        for run in members:
+            assert run.process is not None
+            try:
+                run.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                run.process.kill()
+                run.process.wait()
+    # Anything not named above (none today) is stopped last.
     for run in runs:
-        if run.process is None:
-            continue
-        try:
-            run.process.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            run.process.kill()
-            run.process.wait()
+        if run.process is not None and run.process.poll() is None:
+            run.process.send_signal(signal.SIGTERM)
+            try:
+                run.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                run.process.kill()
+                run.process.wait()
 
 
 def demo_directory() -> Path | None:

@@ -20,6 +20,7 @@ from cef_audit.events.summary import router as summary_router
 from cef_audit.heap import keep_freed_heap
 from cef_audit.integrity.router import router as integrity_router
 from cef_audit.log.sequencer import AuditLog
+from cef_audit.metrics import AuditChainCollector
 from cef_common.app import ServiceSpec, create_service_app
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -73,7 +74,7 @@ def _lifespan(app: FastAPI) -> Iterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    return create_service_app(
+    app = create_service_app(
         ServiceSpec(
             settings=settings,
             title="CEF audit",
@@ -92,3 +93,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             refusal_sink=refusal_sink,
         )
     )
+    app.state.metrics.register(AuditChainCollector(lambda: getattr(app.state, "engine", None)))
+    return app

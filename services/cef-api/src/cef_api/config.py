@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from cef_common.settings import BaseServiceSettings
@@ -66,6 +67,32 @@ class Settings(BaseServiceSettings):
 
     # Background validation worker (for the 202 path); false only in tests that drive it by hand.
     worker_enabled: bool = True
+
+    # The runner of background validations (docs/queue.md): "auto" is procrastinate when the
+    # database is PostgreSQL and the in-process runner on SQLite.
+    queue_runner: Literal["auto", "in-process", "procrastinate"] = "auto"
+    # The key-encryption key (256 bits in hex) wrapping each invoice's data key of its queued backing
+    # data: inline, or a file; outside production a development key is made under DATA_DIR/keys.
+    queue_key: SecretStr | None = None
+    queue_key_file: Path | None = None
+    # Earlier key-encryption keys (files), still read to unwrap data keys stored before a rotation.
+    queue_previous_key_files: list[Path] = Field(default_factory=list)
+    # Whether this API process also runs a procrastinate worker (so `cef up` on PostgreSQL needs
+    # no separate `cef worker`).
+    queue_embedded_worker: bool = True
+    # Validation jobs one worker node runs at once.
+    queue_worker_concurrency: int = Field(default=1, ge=1, le=32)
+    # A worker's heartbeat interval, and how long without one before its running job counts as
+    # stalled (its node died) and is retried by another node.
+    queue_heartbeat_seconds: float = Field(default=10.0, gt=0)
+    queue_stalled_seconds: float = Field(default=30.0, gt=0)
+    # How often a worker node looks for stalled jobs.
+    queue_recovery_interval_seconds: float = Field(default=10.0, gt=0)
+    # How long a job whose invoice must wait for an earlier one of its commissioner waits before
+    # it is tried again.
+    queue_order_retry_seconds: int = Field(default=1, ge=0)
+    # Crash restarts of one invoice's job before the invoice is failed.
+    queue_max_restarts: int = Field(default=3, ge=0)
 
     @property
     def effective_validation_processes(self) -> int:

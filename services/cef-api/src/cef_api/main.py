@@ -17,11 +17,13 @@ from cef_api.invoices import jobs
 from cef_api.invoices import service as invoice_service
 from cef_api.invoices.router import router as invoices_router
 from cef_api.invoices.workers import ValidationPool
+from cef_api.metrics import register_api_metrics
+from cef_api.queue import ValidationQueue, create_queue, recover_on_start, runner_kind
 from cef_api.reasons.router import router as reasons_router
 from cef_api.reference.router import router as reference_router
 from cef_api.reports.router import router as reports_router
 from cef_api.seed import seed_reference
-from cef_api.spool import SpoolCipher, clear_spool_directory
+from cef_api.spool import SpoolCipher
 from cef_api.tokeniser_client import Detokeniser, TokeniserClient
 from cef_api.workflow.router import router as workflow_router
 from cef_common.app import ServiceSpec, create_service_app
@@ -64,19 +66,22 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractContextManager[
         app.state.tokeniser = tokeniser
         detokeniser = Detokeniser.from_settings(settings, app.state.service_tokens)
         app.state.detokeniser = detokeniser
-        clear_spool_directory(settings.data_dir / "spool")
-        jobs.recover_interrupted(engine)
+        worker: ValidationQueue | None = None
+        if settings.worker_enabled:
+            # This node runs jobs itself with the in-process runner always, with procrastinate
+            # unless QUEUE_EMBEDDED_WORKER is off (then only `cef worker` nodes do).
+            runs_jobs = runner_kind(settings) == "in-process" or settings.queue_embedded_worker
+            processes = settings.effective_validation_processes if runs_jobs else 0
+            pool = ValidationPool(settings, processes) if processes else None
+            if pool is not None:
+                pool.warm()
+            worker = create_queue(engine, tokeniser, settings, pool=pool, run_worker=runs_jobs)
+        recover_on_start(engine, settings, worker)
         if settings.seed_reference_dir is not None:
             seed_reference(
                 engine, tokeniser, settings.seed_reference_dir, settings.seed_tokeniser_wait_seconds
             )
-        worker: jobs.ValidationWorker | None = None
-        if settings.worker_enabled:
-            processes = settings.effective_validation_processes
-            pool = ValidationPool(settings, processes) if processes else None
-            if pool is not None:
-                pool.warm()
-            worker = jobs.ValidationWorker(engine, tokeniser, settings, pool=pool)
+        if worker is not None:
             worker.start()
         app.state.validation_worker = worker
         timer: RetentionTimer | None = None
@@ -113,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ],
         )
     )
+    register_api_metrics(app)
     app.state.spool_cipher = SpoolCipher()
     app.state.validation_worker = None
     return app

@@ -5,7 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, AsyncExitStack, asynccontextmanager, nullcontext
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    nullcontext,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,14 +20,16 @@ import httpx
 import orjson
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from sqlalchemy import text
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cef_common import db, redact
+from cef_common import db, redact, tracing
 from cef_common.audit import OutboxRelay
 from cef_common.auth import ServiceTokens, TokenVerifier
-from cef_common.context import accept_request_id, accept_traceparent, request_id_var, traceparent_var
+from cef_common.context import accept_request_id, request_id_var, traceparent_var
 from cef_common.errors import (
     PayloadTooLarge,
     RequestTimeout,
@@ -32,6 +40,7 @@ from cef_common.errors import (
 from cef_common.http import make_client
 from cef_common.keys import load_signing_key
 from cef_common.logging import configure_logging
+from cef_common.metrics import OutboxCollector, ServiceMetrics
 from cef_common.openapi import (
     JWKS_RESPONSES,
     health_responses,
@@ -72,8 +81,8 @@ def _stalled_detail(idle_timeout: float) -> str:
 
 
 class RequestContextMiddleware:
-    """Request id and trace context for every request, a body size limit, an idle limit on reading
-    the body, and one access line."""
+    """Request id and trace context (a server span) for every request, a body size limit, an idle
+    limit on reading the body, one access line, and the request's count and latency in the metrics."""
 
     def __init__(
         self,
@@ -82,8 +91,12 @@ class RequestContextMiddleware:
         default_limit: int,
         limits: Sequence[tuple[str, int]] = (),
         idle_timeout: float | None = None,
+        metrics: ServiceMetrics | None = None,
+        tracer: tracing.ServiceTracing | None = None,
     ) -> None:
         self.app = app
+        self.metrics = metrics
+        self.tracing = tracer
         self.default_limit = default_limit
         # A body that stalls longer than this between two parts is cut off (408): an upload must not
         # hold a connection, a worker and a spool file for ever.
@@ -103,7 +116,13 @@ class RequestContextMiddleware:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         rid = accept_request_id(headers.get("x-request-id"))
-        tp = accept_traceparent(headers.get("traceparent"))
+        # The server span continues the caller's trace (a well-formed traceparent) or starts one;
+        # current for the whole request, so log lines and outgoing calls carry its trace id.
+        tracer = self.tracing.tracer if self.tracing is not None else tracing.current_tracer()
+        span = tracing.start_server_span(tracer, scope.get("method"), headers.get("traceparent"))
+        tp = tracing.traceparent_of(span)
+        otel_token = otel_context.attach(trace.set_span_in_context(span))
+        tracer_token = tracing.tracer_var.set(tracer)
         rid_token = request_id_var.set(rid)
         tp_token = traceparent_var.set(tp)
         structlog.contextvars.bind_contextvars(request_id=rid)
@@ -199,17 +218,23 @@ class RequestContextMiddleware:
             # The router has put the matched route in the shared scope by now: the line names its
             # template, never the raw path (its segments are the caller's text) nor the query.
             template = route_template(scope)
+            elapsed = time.perf_counter() - started
             log.info(
                 "request",
                 method=scope.get("method"),
                 path=template or "(no route)",
                 **({} if template else {"path_digest": redact.digest(path)}),
                 status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                duration_ms=round(elapsed * 1000, 1),
             )
+            if self.metrics is not None:
+                self.metrics.observe_request(scope.get("method") or "", template, status, elapsed)
+            tracing.end_server_span(span, scope.get("method"), template, status)
             structlog.contextvars.unbind_contextvars("request_id", "caller", "caller_org")
             request_id_var.reset(rid_token)
             traceparent_var.reset(tp_token)
+            tracing.tracer_var.reset(tracer_token)
+            otel_context.detach(otel_token)
 
 
 @dataclass
@@ -254,12 +279,19 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service_tracing: tracing.ServiceTracing = app.state.tracing
+        service_metrics: ServiceMetrics = app.state.metrics
         engine = db.make_engine(settings.effective_database_url)
         app.state.engine = engine
         relay: OutboxRelay | None = None
+        service_tracing.start()
         # Whatever fails while starting or stopping, the relay thread and the engine are released:
         # the service's own hooks exit first, so events they record on the way out are relayed too.
         try:
+            # Its own listener, never the public one; a production service will not start unobserved.
+            service_metrics.serve(
+                settings.metrics_host, settings.effective_metrics_port, required=settings.is_production
+            )
             if spec.audit_url:
                 tokens: ServiceTokens = app.state.service_tokens
                 relay = OutboxRelay(
@@ -291,9 +323,12 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
                 finally:
                     refusals.close()
         finally:
+            service_metrics.stop()
             if relay is not None:
                 relay.stop()
             engine.dispose()
+            # Last: the relay's final deliveries are traced too, then what is batched is exported.
+            service_tracing.stop()
 
     app = FastAPI(
         title=spec.title,
@@ -307,6 +342,17 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
         dependencies=[Depends(refuse_nul_characters)],
     )
     app.state.settings = settings
+    # Made here, not in the lifespan: a service registers its own metrics while it is being built.
+    metrics = ServiceMetrics(settings.service_name)
+    app.state.metrics = metrics
+    app.state.tracing = tracing.ServiceTracing(settings, version=spec.version)
+    if spec.audit_url:
+        metrics.register(
+            OutboxCollector(
+                lambda: getattr(app.state, "engine", None),
+                lambda: getattr(getattr(app.state, "outbox_relay", None), "failures", None),
+            )
+        )
     app.state.verifier = TokenVerifier.from_settings(settings)
     app.state.service_tokens = ServiceTokens.from_settings(settings)
     # Free values a caller sends are recorded as digests keyed by this service's own secret.
@@ -317,6 +363,7 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
         limit=settings.refusal_audit_limit,
         window_seconds=settings.refusal_audit_window_seconds,
         max_callers=settings.refusal_audit_max_callers,
+        registry=metrics.registry,
     )
     app.state.on_refusal = app.state.refusals.on_refusal
     app.add_middleware(
@@ -324,6 +371,8 @@ def create_service_app(spec: ServiceSpec) -> FastAPI:
         default_limit=settings.max_body_bytes,
         limits=spec.body_limits,
         idle_timeout=settings.upload_idle_timeout_seconds,
+        metrics=metrics,
+        tracer=app.state.tracing,
     )
 
     @app.get(

@@ -3,7 +3,10 @@
 A producer writes each event to `audit_outbox` in its own database, in the same transaction as
 the change it records; `OutboxRelay` delivers them to the audit service in order, in batches,
 with retries, and marks them delivered. The audit service is idempotent by `event_id`, so a
-batch that is retried after a lost response is never stored twice."""
+batch that is retried after a lost response is never stored twice.
+
+A batch is delivered within the trace of the request that recorded its first event (remembered
+in memory, by event id, while the event waits), so a trace reaches the audit service too."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import re
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -20,13 +24,15 @@ from typing import Any, Literal
 import httpx
 import sqlalchemy as sa
 import structlog
+from opentelemetry import context as otel_context
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 from sqlmodel import Field as SQLField
 from sqlmodel import Session, SQLModel
 
+from cef_common import tracing
 from cef_common.auth import Principal
-from cef_common.context import request_id_var
+from cef_common.context import current_traceparent, request_id_var
 from cef_common.logging import mask_text, mask_value
 from cef_common.openapi import model_examples
 
@@ -213,6 +219,38 @@ class EventHoldsIdentifier(RuntimeError):
     the outbox, which delivers in order, at an event the audit service will never take."""
 
 
+class _EventTraces:
+    """The traceparent of the request that recorded each event not yet delivered, by event id: in
+    memory only (a restart forgets it, and the delivery then starts a trace of its own), bounded
+    (the oldest are forgotten first)."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self._traces: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def remember(self, event_id: str) -> None:
+        traceparent = current_traceparent()
+        if traceparent is None:
+            return
+        with self._lock:
+            self._traces[event_id] = traceparent
+            while len(self._traces) > self.limit:
+                self._traces.popitem(last=False)
+
+    def first_of(self, event_ids: Sequence[str]) -> str | None:
+        with self._lock:
+            return next((t for e in event_ids if (t := self._traces.get(e)) is not None), None)
+
+    def forget(self, event_ids: Sequence[str]) -> None:
+        with self._lock:
+            for event_id in event_ids:
+                self._traces.pop(event_id, None)
+
+
+EVENT_TRACES = _EventTraces()
+
+
 def record_event(session: Session, event: AuditEventIn) -> None:
     """Adds the event to the caller's transaction: it is durable exactly when the change is."""
     dumped = event.model_dump(mode="json", exclude={"event_id", "occurred_at"})
@@ -226,6 +264,7 @@ def record_event(session: Session, event: AuditEventIn) -> None:
             created_at=datetime.now(UTC),
         )
     )
+    EVENT_TRACES.remember(str(event.event_id))
 
 
 def record_events(session: Session, events: Sequence[AuditEventIn]) -> None:
@@ -299,6 +338,10 @@ class OutboxRelay:
             body = b'{"events":[' + b",".join(r.payload.encode() for r in rows) + b"]}"
             if self._client is None:
                 self._client = self.client_factory()
+            event_ids = [r.event_id for r in rows]
+            # The delivery continues the trace of the request that recorded the batch's first event.
+            origin = tracing.context_from_traceparent(EVENT_TRACES.first_of(event_ids))
+            attached = otel_context.attach(origin) if origin is not None else None
             try:
                 response = self._client.post(
                     "/v1/events", content=body, headers={"Content-Type": "application/json"}
@@ -314,6 +357,10 @@ class OutboxRelay:
                 )
                 session.commit()
                 raise
+            finally:
+                if attached is not None:
+                    otel_context.detach(attached)
+            EVENT_TRACES.forget([e for e in event_ids if e in acknowledged])
             delivered = [r.id for r in rows if r.event_id in acknowledged]
             now = datetime.now(UTC)
             session.execute(

@@ -1,4 +1,8 @@
-"""Per-request context (request id, W3C trace context) carried across async and thread hops."""
+"""Per-request context (request id, W3C trace context) carried across async and thread hops.
+
+The trace context is OpenTelemetry's (cef_common.tracing): the request middleware sets
+`traceparent_var` to its server span's traceparent, and `child_traceparent` follows the current
+span, so a traceparent made here names the same trace as the spans and the log lines."""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import re
 import secrets
 import uuid
 from contextvars import ContextVar
+
+from opentelemetry import trace
 
 from cef_common.logging import mask_text
 
@@ -25,7 +31,8 @@ _REFUSED_IN_REQUEST_ID = (
     re.compile(rf"(?:{_D}{_M}|[0-9]{{1,2}}[._\-][0-9]{{1,2}}[._\-])(?:19|20)[0-9]{{2}}"),
     re.compile(r"(?<![0-9A-Za-z])[A-Za-z]{1,2}[0-9][A-Za-z0-9]?[._\-][0-9][A-Za-z]{2}(?![0-9A-Za-z])"),
 )
-_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+# The traceparent accepted from a caller (W3C Trace Context, version 00, lower-case hex).
+TRACEPARENT_SHAPE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 
 def request_id_is_safe(value: str) -> bool:
@@ -56,12 +63,22 @@ def accept_request_id(value: str | None) -> str:
 
 def accept_traceparent(value: str | None) -> str:
     """Continues the caller's trace with a new span id, or starts a trace."""
-    m = _TRACEPARENT.match(value or "")
+    m = TRACEPARENT_SHAPE.match(value or "")
     trace_id = m.group(1) if m and m.group(1) != "0" * 32 else secrets.token_hex(16)
     flags = m.group(3) if m else "01"
     return f"00-{trace_id}-{secrets.token_hex(8)}-{flags}"
 
 
+def current_traceparent() -> str | None:
+    """The traceparent of the current span (OpenTelemetry's), else the one set in `traceparent_var`
+    by code outside a request, else None."""
+    c = trace.get_current_span().get_span_context()
+    if c.is_valid:
+        return f"00-{c.trace_id:032x}-{c.span_id:016x}-{int(c.trace_flags) & 0x01:02x}"
+    return traceparent_var.get()
+
+
 def child_traceparent() -> str:
-    """A traceparent for an outgoing call: same trace, new span."""
-    return accept_traceparent(traceparent_var.get())
+    """A traceparent for a hop that opens no span of its own (outgoing HTTP calls open client
+    spans, cef_common.http): same trace, new span id."""
+    return accept_traceparent(current_traceparent())

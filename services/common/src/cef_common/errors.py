@@ -197,11 +197,19 @@ def validation_errors(raw: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
     return errors
 
 
+def count_refusal(request: Request, exc: AppError) -> None:
+    """Every refusal in the metrics, whoever recorded its audit event (cef_common.refusals)."""
+    refusals = getattr(request.app.state, "refusals", None)
+    if exc.is_refusal and refusals is not None:
+        refusals.count(exc)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> Response:
         # Every refusal is on record before the caller learns of it (cef_common.refusals).
         on_refusal: RefusalHook | None = getattr(request.app.state, "on_refusal", None)
+        count_refusal(request, exc)
         if on_refusal is not None and exc.is_refusal and not exc.audited:
             await on_refusal(request, exc)
         return problem_response(

@@ -1,17 +1,18 @@
 """The outgoing HTTP client: timeouts, bounded retries with jitter for idempotent requests and
-connection failures only, request id and traceparent propagated, the service token attached."""
+connection failures only, request id propagated, a client span per call whose traceparent is sent
+(cef_common.tracing), the service token attached."""
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Generator
 
 import httpx
 import structlog
 
-from cef_common.context import child_traceparent, request_id_var
+from cef_common import tracing
+from cef_common.context import request_id_var
 
 log = structlog.get_logger(__name__)
 
@@ -19,19 +20,40 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_STATUSES = frozenset({502, 503, 504})
 
 
-class _ContextAuth(httpx.Auth):
+class TraceAuth(httpx.Auth):
+    """Opens a client span around each call (retries included) and sends its traceparent, under
+    the current request's span. Works for sync and async clients; a call that already carries a
+    traceparent is sent as it is."""
+
+    def prepare(self, request: httpx.Request) -> None:
+        """Headers to add before the call (none here)."""
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        self.prepare(request)
+        if "traceparent" in request.headers:
+            yield request
+            return
+        span = tracing.start_client_span(request.method, request.url.host, request.url.port)
+        tracing.inject(span, request.headers)
+        status: int | None = None
+        try:
+            response = yield request
+            status = response.status_code
+        finally:
+            # Also when the call failed (httpx closes this flow): the span then says so.
+            tracing.end_client_span(span, status)
+
+
+class _ContextAuth(TraceAuth):
     def __init__(self, token: Callable[[], str] | None) -> None:
         self._token = token
 
-    def auth_flow(self, request: httpx.Request) -> Any:
+    def prepare(self, request: httpx.Request) -> None:
         if self._token is not None and "authorization" not in request.headers:
             request.headers["Authorization"] = f"Bearer {self._token()}"
         rid = request_id_var.get()
         if rid and "x-request-id" not in request.headers:
             request.headers["X-Request-ID"] = rid
-        if "traceparent" not in request.headers:
-            request.headers["traceparent"] = child_traceparent()
-        yield request
 
 
 class RetryingTransport(httpx.BaseTransport):

@@ -1,6 +1,6 @@
 """structlog configured once for every service: JSON in production, readable on a terminal,
-request ids in every line, and a last-line-of-defence mask for anything shaped like an NHS number,
-a date of birth or a full postcode."""
+request ids and trace ids in every line of a request, and a last-line-of-defence mask for anything
+shaped like an NHS number, a date of birth or a full postcode."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 
 # The mask is the last line of defence, not the first: the code never logs a free value a caller
 # sent (see cef_common.redact), so the mask only catches what slips through. Each shape matches a
@@ -101,6 +102,16 @@ def render_exc_info(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mu
     return event_dict
 
 
+def add_trace_id(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """`trace_id`: the current span's trace id (cef_common.tracing), so a request's lines in every
+    service it reached can be found by one id. Lines outside any trace (start-up) have none."""
+    if "trace_id" not in event_dict:
+        c = trace.get_current_span().get_span_context()
+        if c.is_valid:
+            event_dict["trace_id"] = f"{c.trace_id:032x}"
+    return event_dict
+
+
 def mask_identifiers(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in list(event_dict.items()):
         if key not in _UNMASKED_KEYS:
@@ -114,6 +125,7 @@ def configure_logging(*, level: str = "INFO", fmt: str = "auto", service: str | 
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_id,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

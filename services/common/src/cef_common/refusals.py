@@ -23,12 +23,14 @@ from typing import Any
 import structlog
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
+from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from cef_common.audit import AuditAction, AuditActor, AuditEventIn, build_event, record_events
 from cef_common.auth import Principal
 from cef_common.errors import AppError, Unauthorized, route_template
+from cef_common.metrics import BoundedLabel
 from cef_common.redact import digest
 
 log = structlog.get_logger(__name__)
@@ -106,6 +108,7 @@ class RefusalAuditor:
         window_seconds: float = 60.0,
         max_callers: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.source = source
         self.limit = limit
@@ -120,6 +123,19 @@ class RefusalAuditor:
         self._pending: list[AuditEventIn] = []
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        # Every refusal counted by its code (a constant of the code that refused, e.g.
+        # insufficient-scope), recorded in the log or not: the metric sees floods the log withholds.
+        self._codes = BoundedLabel()
+        self.refusals = (
+            Counter(
+                "cef_refusals",
+                "Requests refused (401, 403, or a 404 hiding a resource), by status and code.",
+                ["status", "code"],
+                registry=registry,
+            )
+            if registry is not None
+            else None
+        )
 
     # --- life ------------------------------------------------------------------------------------
 
@@ -238,6 +254,12 @@ class RefusalAuditor:
         log.error("refusal_not_recorded_yet", events=len(self._pending), lost=lost, reason=reason)
 
     # --- requests --------------------------------------------------------------------------------
+
+    def count(self, exc: AppError) -> None:
+        """Counts a refusal in the metrics: every refusal an error handler answers, whether the
+        shared hook or the service's own code recorded its event."""
+        if self.refusals is not None:
+            self.refusals.labels(str(exc.status), self._codes(exc.code)).inc()
 
     async def on_refusal(self, request: Request, exc: AppError) -> None:
         """The `app.state.on_refusal` hook: one denied event for a refused request."""

@@ -12,6 +12,10 @@ from cef_common.devtokens import DEV_ISSUER as DEV_ISSUER
 
 Environment = Literal["development", "test", "production"]
 
+# Each service's /metrics port when METRICS_PORT is unset (a worker node, `cef worker`, uses 9004).
+DEFAULT_METRICS_PORTS = {"web": 9000, "tokeniser": 9001, "cef-api": 9002, "audit": 9003}
+WORKER_METRICS_PORT = 9004
+
 
 class TrustedIssuer(BaseModel):
     """An issuer whose tokens this service accepts, and where its public keys are."""
@@ -123,6 +127,35 @@ class BaseServiceSettings(BaseSettings):
         default=3, description="Retries of a failed connection, or of 502/503/504 for idempotent calls."
     )
 
+    # Observability (docs/observability.md)
+    metrics_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Port of the Prometheus /metrics listener, apart from the service's own port; 0: off; "
+        "unset: the service's default (web 9000, tokeniser 9001, cef-api 9002, audit 9003), off in the "
+        "test environment.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Interface the /metrics listener binds (0.0.0.0 in a container)."
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="Base URL of an OpenTelemetry collector's OTLP/HTTP receiver (e.g. "
+        "http://collector:4318); traces are exported to its /v1/traces. Unset: no traces are exported.",
+    )
+    otlp_headers: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON object of headers sent with every export (e.g. {"Authorization": "Bearer …"}).',
+    )
+    otlp_timeout_seconds: float = Field(default=10.0, gt=0, description="Longest wait for one export.")
+    trace_sample_ratio: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of new traces recorded; a trace a caller started keeps the caller's decision.",
+    )
+
     @model_validator(mode="after")
     def _refuse_dev_in_production(self) -> BaseServiceSettings:
         if self.environment == "production" and self.dev_issuer_enabled:
@@ -137,6 +170,16 @@ class BaseServiceSettings(BaseSettings):
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
+
+    @property
+    def effective_metrics_port(self) -> int:
+        """The /metrics port (0: off): METRICS_PORT, else the service's default outside tests."""
+        if self.metrics_port is not None:
+            return self.metrics_port
+        if self.environment == "test":
+            # Many apps share one test process: each test that wants metrics gives a free port.
+            return 0
+        return DEFAULT_METRICS_PORTS.get(self.service_name, 0)
 
     @property
     def keys_dir(self) -> Path:

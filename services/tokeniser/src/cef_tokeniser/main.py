@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from cef_common.app import ServiceSpec, create_service_app
 from cef_tokeniser.config import Settings
 from cef_tokeniser.keys import KeyRing, load_master_key
+from cef_tokeniser.metrics import Reidentifications
 from cef_tokeniser.tokens.router import router as tokens_router
 from cef_tokeniser.tokens.service import StoredTokenCache, TokenService
 
@@ -35,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         yield
 
-    return create_service_app(
+    app = create_service_app(
         ServiceSpec(
             settings=settings,
             title="CEF tokeniser",
@@ -49,3 +50,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             lifespan=lifespan,
         )
     )
+    app.state.reidentifications = Reidentifications(app.state.metrics.registry)
+    return app

@@ -13,7 +13,8 @@ import httpx
 from fastapi import Request
 from starlette.responses import StreamingResponse
 
-from cef_common.context import request_id_var, traceparent_var
+from cef_common.context import request_id_var
+from cef_common.http import TraceAuth
 from cef_web.auth import DelegatedTokens, Person
 
 
@@ -61,6 +62,8 @@ class ServiceClient:
 
     def __init__(self, client: httpx.AsyncClient, tokens: DelegatedTokens, audience: str) -> None:
         self.client = client
+        # Each call is a client span under the page's request span; its traceparent is sent on.
+        self.client.auth = TraceAuth()
         self.tokens = tokens
         self.audience = audience
 
@@ -69,9 +72,6 @@ class ServiceClient:
         rid = request_id_var.get()
         if rid:
             headers["X-Request-ID"] = rid
-        tp = traceparent_var.get()
-        if tp:
-            headers["traceparent"] = tp
         return headers
 
     async def request(

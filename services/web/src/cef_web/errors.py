@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response
 
 from cef_common.context import request_id_var
-from cef_common.errors import AppError, route_template
+from cef_common.errors import AppError, count_refusal, route_template
 from cef_web.api import ApiProblem, Unavailable
 from cef_web.auth import SignInRequired
 from cef_web.templating import render
@@ -59,6 +59,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(AppError)
     async def _app_error(request: Request, exc: AppError) -> Response:
         hook = getattr(request.app.state, "on_refusal", None)
+        count_refusal(request, exc)
         if hook is not None and exc.is_refusal and not exc.audited:
             await hook(request, exc)
         return error_page(request, exc.status, exc.detail)

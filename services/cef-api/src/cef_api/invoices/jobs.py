@@ -18,9 +18,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, cast
 
+import sqlalchemy as sa
 import structlog
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -59,6 +62,50 @@ RESTART_REASON = (
     "the service restarted while this invoice was being validated; its backing data was held only "
     "under a key that did not survive the restart, so nothing of it was kept: submit the invoice again"
 )
+
+
+class AttemptSuperseded(Exception):
+    """This attempt at an invoice's validation is no longer the invoice's own: its job was restarted
+    on another node (this one was thought dead: a long pause, a frozen VM), or the invoice was failed
+    meanwhile. The attempt has written nothing since and must write nothing more."""
+
+    def __init__(self, seq: int, attempt: int) -> None:
+        super().__init__(f"invoice {seq}: validation attempt {attempt} was superseded")
+        self.seq = seq
+        self.attempt = attempt
+
+
+# `invoice.attempt` (migration 0010): the number of the invoice's current validation attempt. Not a
+# field of the Invoice model: only this module reads or writes it, in SQL next to the row it fences.
+ATTEMPT = sa.column("attempt", sa.Integer)
+NEXT_ATTEMPT = sa.text(
+    "UPDATE invoice SET attempt = attempt + 1, lines_done = 0 WHERE seq = :seq AND status = :status"
+    " RETURNING attempt"
+)
+
+
+def fenced_update(session: Session, seq: int, attempt: int, **values: Any) -> None:
+    """Updates the invoice row only while it is `validating` under `attempt`; otherwise rolls back
+    what the transaction wrote and raises AttemptSuperseded. Every write of an attempt starts with it:
+    the update holds the row's lock until commit, and a restart bumps the attempt on that same row
+    before it deletes the attempt's lines, so either the restart waits for this transaction and then
+    deletes what it wrote, or it committed first and this update matches no row (on SQLite writers
+    are serialised on the whole database, to the same effect)."""
+    result = cast(
+        "sa.CursorResult[Any]",
+        session.execute(
+            sa.update(repository.invoice_t)
+            .where(
+                repository.IV.seq == seq,
+                repository.IV.status == InvoiceStatus.VALIDATING,
+                ATTEMPT == attempt,
+            )
+            .values(**values)
+        ),
+    )
+    if result.rowcount != 1:
+        session.rollback()
+        raise AttemptSuperseded(seq, attempt)
 
 
 class JobDuplicateIndex:
@@ -202,11 +249,15 @@ def _settle_and_store(
     session: Session,
     *,
     seq: int,
+    attempt: int,
+    done: int,
     batch: AssessedBatch,
     duplicates: JobDuplicateIndex,
     spells: JobSpellIndex,
     summary: SummaryAccumulator,
 ) -> int:
+    # The fence first: the batch's lines go in only while this attempt still owns the invoice.
+    fenced_update(session, seq, attempt, lines_done=done + batch.lines)
     t0 = time.perf_counter()
     if duplicates.per_batch:
         candidates = sorted({c for c in batch.candidates if c is not None})
@@ -235,7 +286,7 @@ def _settle_and_store(
     return batch.lines
 
 
-def _pin_reference(session: Session, seq: int, memory_rows: int) -> ReferenceSnapshot:
+def _pin_reference(session: Session, seq: int, attempt: int, memory_rows: int) -> ReferenceSnapshot:
     """Records the versions in force on the invoice (which keeps a concurrent load from pruning
     them) and reads them (the patients too when they fit in `memory_rows`); read again if a load
     replaced one in between."""
@@ -245,7 +296,7 @@ def _pin_reference(session: Session, seq: int, memory_rows: int) -> ReferenceSna
             transaction_lock(session, f"reference:{dataset}")
         versions = reference_repository.current_versions(session)
         pinned = {d: v.version for d, v in versions.items()}
-        repository.update_invoice(session, seq, reference_versions=json.dumps(pinned), lines_done=0)
+        fenced_update(session, seq, attempt, reference_versions=json.dumps(pinned), lines_done=0)
         session.commit()
         if reference_repository.versions_exist(session, pinned):
             return ReferenceSnapshot.load(session, versions, memory_rows=memory_rows)
@@ -260,10 +311,13 @@ def validate_invoice(
     survey: BackingSurvey,
     tokeniser: TokeniserClient,
     settings: Settings,
+    attempt: int,
     pool: ValidationPool | None = None,
     on_batch: Callable[[int], None] | None = None,
 ) -> None:
-    """Validates a claimed invoice from scratch; any failure leaves it `failed` with no lines.
+    """Validates a claimed invoice from scratch as its validation `attempt` (the number `claim` or
+    `restart_invoice` returned); any failure leaves it `failed` with no lines. Once the attempt is
+    superseded it raises AttemptSuperseded and writes nothing more (the invoice is its successor's).
 
     `survey` is the structural pass's (`survey_lines`); with a `pool`, batches are assessed in its
     worker processes, otherwise in this one."""
@@ -271,6 +325,7 @@ def validate_invoice(
         _run(
             engine,
             seq=seq,
+            attempt=attempt,
             spool=spool,
             survey=survey,
             tokeniser=tokeniser,
@@ -278,10 +333,15 @@ def validate_invoice(
             pool=pool,
             on_batch=on_batch,
         )
+    except AttemptSuperseded:
+        log.warning("validation_attempt_superseded", invoice_seq=seq, attempt=attempt)
+        raise
     except Exception as exc:
         log.warning("validation_failed", invoice_seq=seq, error=type(exc).__name__)
         reason = getattr(exc, "detail", None) or f"validation failed unexpectedly ({type(exc).__name__})"
-        fail_invoice_or_retry(engine, seq, f"{reason}; nothing of this invoice was kept: submit it again")
+        fail_invoice_or_retry(
+            engine, seq, f"{reason}; nothing of this invoice was kept: submit it again", attempt=attempt
+        )
         raise
 
 
@@ -289,6 +349,7 @@ def _run(
     engine: Engine,
     *,
     seq: int,
+    attempt: int,
     spool: EncryptedSpool,
     survey: BackingSurvey,
     tokeniser: TokeniserClient,
@@ -302,12 +363,15 @@ def _run(
         Session(bind=connection, expire_on_commit=False) as session,
     ):
         invoice = repository.by_seq(session, seq)
-        assert invoice is not None
-        assert invoice.status == InvoiceStatus.VALIDATING
-        # A restarted job starts from nothing, so no line of it counts twice as a duplicate.
+        if invoice is None or invoice.status != InvoiceStatus.VALIDATING:
+            raise AttemptSuperseded(seq, attempt)
+        # An attempt starts from nothing, so no line of it counts twice as a duplicate (committed
+        # with the reference versions below).
+        fenced_update(session, seq, attempt, lines_done=0)
         repository.delete_lines(session, seq)
         # The workers read the patients themselves: here only the small datasets are needed.
-        snapshot = _pin_reference(session, seq, 0 if pool is not None else settings.reference_memory_rows)
+        memory_rows = 0 if pool is not None else settings.reference_memory_rows
+        snapshot = _pin_reference(session, seq, attempt, memory_rows)
         header = header_of(invoice)
         summary = SummaryAccumulator()
         done = 0
@@ -324,12 +388,13 @@ def _run(
             done += _settle_and_store(
                 session,
                 seq=seq,
+                attempt=attempt,
+                done=done,
                 batch=batch,
                 duplicates=duplicates,
                 spells=spells,
                 summary=summary,
             )
-            repository.update_invoice(session, seq, lines_done=done)
             session.commit()
             if on_batch is not None:
                 on_batch(done)
@@ -340,9 +405,10 @@ def _run(
         result = summary.result()
         if pennies(result.claimed_amount) > MAX_PENNIES:
             raise AmountTooLarge("the invoice's claimed total")
-        repository.update_invoice(
+        fenced_update(
             session,
             seq,
+            attempt,
             status=InvoiceStatus.VALIDATED,
             lines_done=done,
             lines=result.lines,
@@ -384,30 +450,47 @@ def _run(
     )
 
 
-def fail_invoice(engine: Engine, seq: int, reason: str) -> None:
+def fail_invoice(engine: Engine, seq: int, reason: str, *, attempt: int | None = None) -> None:
     """Failed cleanly: no line of it is kept, the reason says what to do, and it is audited.
     Only an invoice still being received or validated is failed: one already failed keeps its
     first reason, and one whose validation committed (and may since have been decided) is never
-    undone by a failure noticed after that commit (e.g. reading it back while the database restarts)."""
+    undone by a failure noticed after that commit (e.g. reading it back while the database restarts).
+    With `attempt`, only while that validation attempt still owns the invoice: a superseded attempt's
+    failure must not fail the invoice its successor is validating."""
     with Session(engine) as session:
         invoice = repository.by_seq(session, seq)
         if invoice is None or invoice.status not in InvoiceStatus.OPEN:
             return
         before = invoice.status
-        repository.delete_lines(session, seq)
-        repository.update_invoice(
-            session,
-            seq,
-            status=InvoiceStatus.FAILED,
-            failure_reason=reason[:1000],
-            lines_done=0,
-            lines=0,
-            valid=0,
-            query=0,
-            rejected=0,
-            claimed_pennies=0,
-            validated_pennies=0,
+        # The status first (it takes the row's lock), then the lines: a batch that committed just
+        # before is deleted with the rest, and a fenced write after this finds the invoice failed.
+        conditions = [repository.IV.seq == seq, repository.IV.status.in_(InvoiceStatus.OPEN)]
+        if attempt is not None:
+            conditions.append(ATTEMPT == attempt)
+        result = cast(
+            "sa.CursorResult[Any]",
+            session.execute(
+                sa.update(repository.invoice_t)
+                .where(*conditions)
+                .values(
+                    status=InvoiceStatus.FAILED,
+                    failure_reason=reason[:1000],
+                    lines_done=0,
+                    lines=0,
+                    valid=0,
+                    query=0,
+                    rejected=0,
+                    claimed_pennies=0,
+                    validated_pennies=0,
+                )
+            ),
         )
+        if result.rowcount != 1:
+            session.rollback()
+            if attempt is not None:
+                log.warning("validation_failure_superseded", invoice_seq=seq, attempt=attempt)
+            return
+        repository.delete_lines(session, seq)
         record_invoice_event(
             session,
             action="execute",
@@ -423,14 +506,22 @@ def fail_invoice(engine: Engine, seq: int, reason: str) -> None:
 FAIL_RETRY_SECONDS = 900.0
 
 
+def _fail_as(engine: Engine, seq: int, reason: str, attempt: int | None) -> None:
+    """`fail_invoice`, fenced on `attempt` when there is one (and called as before when not)."""
+    if attempt is None:
+        fail_invoice(engine, seq, reason)
+    else:
+        fail_invoice(engine, seq, reason, attempt=attempt)
+
+
 def fail_invoice_or_retry(
-    engine: Engine, seq: int, reason: str, *, within: float = FAIL_RETRY_SECONDS
+    engine: Engine, seq: int, reason: str, *, within: float = FAIL_RETRY_SECONDS, attempt: int | None = None
 ) -> None:
     """Fails the invoice now or, when the database cannot be reached (e.g. it is restarting), from
     a thread that keeps trying for up to `within` seconds: an invoice left open would hold up every
     later invoice of its chain until the service restarted."""
     try:
-        fail_invoice(engine, seq, reason)
+        _fail_as(engine, seq, reason, attempt)
         return
     except Exception as exc:
         log.warning("invoice_fail_deferred", invoice_seq=seq, error=type(exc).__name__)
@@ -441,7 +532,7 @@ def fail_invoice_or_retry(
         while time.monotonic() < deadline:
             time.sleep(delay)
             try:
-                fail_invoice(engine, seq, reason)
+                _fail_as(engine, seq, reason, attempt)
                 log.info("invoice_failed_after_retry", invoice_seq=seq)
                 return
             except Exception as exc:  # the database is still away: try again later
@@ -485,12 +576,20 @@ def recover_interrupted(engine: Engine) -> int:
     return len(stuck)
 
 
-def claim(engine: Engine, invoice: Invoice) -> bool:
+def claim(engine: Engine, invoice: Invoice) -> int | None:
+    """Marks a `received` invoice `validating` when its turn has come (no earlier invoice of its
+    chain unfinished); returns the number of the validation attempt it starts (1 for a first claim),
+    which every write of that attempt must show (`fenced_update`), or None when it is not its turn."""
     assert invoice.seq is not None
+    attempt: int | None = None
     with Session(engine) as session:
         transaction_lock(session, repository.chain_lock_name(invoice.commissioner_code))
-        claimed = repository.try_claim(session, invoice.seq, invoice.commissioner_code)
-        if claimed:
+        if repository.try_claim(session, invoice.seq, invoice.commissioner_code):
+            attempt = int(
+                session.execute(
+                    NEXT_ATTEMPT, {"seq": invoice.seq, "status": InvoiceStatus.VALIDATING}
+                ).scalar_one()
+            )
             record_invoice_event(
                 session,
                 action="execute",
@@ -500,7 +599,7 @@ def claim(engine: Engine, invoice: Invoice) -> bool:
                 detail={"from": InvoiceStatus.RECEIVED, "to": InvoiceStatus.VALIDATING},
             )
         session.commit()
-    return claimed
+    return attempt
 
 
 @dataclass
@@ -565,7 +664,8 @@ class ValidationWorker:
         with self._cond:
             queued = sorted(self._jobs.items())
         for seq, job in queued:
-            if not claim(self.engine, job.invoice):
+            attempt = claim(self.engine, job.invoice)
+            if attempt is None:
                 continue
             with self._cond:
                 self._jobs.pop(seq, None)
@@ -577,6 +677,7 @@ class ValidationWorker:
                     survey=job.survey,
                     tokeniser=self.tokeniser,
                     settings=self.settings,
+                    attempt=attempt,
                     pool=self.pool,
                 )
             except Exception:  # already failed and audited by validate_invoice; the worker goes on
@@ -602,3 +703,74 @@ class ValidationWorker:
             if not worked:
                 with self._cond:
                     self._cond.wait(self.poll)
+
+
+# --- durable runners (cef_api.queue) ------------------------------------------------------------------
+
+# The class id of the PostgreSQL advisory locks a request holds while it validates an invoice itself
+# (the ASCII of "CEF1"); the object id is the invoice's seq.
+REQUEST_LOCK_CLASS = 0x43454631
+ABANDONED_REASON = (
+    "the service process validating this invoice stopped before it finished; nothing of it was kept: "
+    "submit the invoice again"
+)
+
+
+@contextmanager
+def request_guard(engine: Engine, seq: int) -> Iterator[None]:
+    """Held while a request validates its own invoice: on PostgreSQL a session advisory lock on a
+    connection of its own, which the server releases if this process dies, so that another node can
+    tell an abandoned synchronous validation (`request_abandoned`) from one still running."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as connection:
+        connection.execute(sa.select(sa.func.pg_advisory_lock(REQUEST_LOCK_CLASS, seq)))
+        connection.commit()
+        try:
+            yield
+        finally:
+            connection.execute(sa.select(sa.func.pg_advisory_unlock(REQUEST_LOCK_CLASS, seq)))
+            connection.commit()
+
+
+def request_abandoned(engine: Engine, seq: int) -> bool:
+    """Whether no live process holds `request_guard` for the invoice (PostgreSQL only)."""
+    with engine.connect() as connection:
+        attempt = sa.select(sa.func.pg_try_advisory_lock(REQUEST_LOCK_CLASS, seq))
+        got = bool(connection.execute(attempt).scalar())
+        if got:
+            connection.execute(sa.select(sa.func.pg_advisory_unlock(REQUEST_LOCK_CLASS, seq)))
+        connection.commit()
+    return got
+
+
+def restart_invoice(engine: Engine, seq: int) -> int | None:
+    """Starts a claimed invoice again after its validation died (or was thought dead) mid-job, and
+    returns the new attempt's number: in ONE transaction the invoice's attempt number goes up (which
+    fences the old attempt out of every later write, `fenced_update`), the broken attempt's lines and
+    spells go, its progress returns to 0 and the restart is audited, so no line of that attempt can
+    ever count as an earlier line. None when the invoice is no longer `validating`."""
+    with Session(engine) as session:
+        invoice = repository.by_seq(session, seq)
+        if invoice is None or invoice.status != InvoiceStatus.VALIDATING:
+            return None
+        # The row's lock first: an old attempt's batch in flight commits before this goes on (and
+        # its lines are deleted below), or finds the new number and writes nothing.
+        found = session.execute(NEXT_ATTEMPT, {"seq": seq, "status": InvoiceStatus.VALIDATING}).scalar()
+        if found is None:
+            session.rollback()
+            return None
+        attempt = int(found)
+        repository.delete_lines(session, seq)
+        record_invoice_event(
+            session,
+            action="execute",
+            type="invoice.validate.restart",
+            principal=SERVICE_PRINCIPAL,
+            entity_id=invoice.id,
+            detail={"attempt": attempt, "reason": "the node validating it stopped"},
+        )
+        session.commit()
+    log.warning("validation_restarted", invoice_seq=seq, attempt=attempt)
+    return attempt

@@ -48,6 +48,7 @@ from cef_api.invoices.schemas import (
     pennies,
 )
 from cef_api.locks import transaction_lock
+from cef_api.queue.base import ValidationQueue
 from cef_api.reasons.catalogue import explain_lines
 from cef_api.reference import repository as reference_repository
 from cef_api.spool import EncryptedSpool
@@ -162,7 +163,7 @@ def submit(
     engine: Engine,
     settings: Settings,
     tokeniser: TokeniserClient,
-    worker: jobs.ValidationWorker | None,
+    worker: ValidationQueue | None,
     principal: Principal,
     header_bytes: bytes,
     spool: EncryptedSpool,
@@ -306,40 +307,49 @@ def _validate_or_hand_over(
     engine: Engine,
     settings: Settings,
     tokeniser: TokeniserClient,
-    worker: jobs.ValidationWorker | None,
+    worker: ValidationQueue | None,
     invoice: Invoice,
     spool: EncryptedSpool,
     survey: BackingSurvey,
 ) -> SubmitResult:
     assert invoice.seq is not None
     if not invoice.background:
-        deadline = time.monotonic() + settings.sync_wait_seconds
-        while True:
-            if jobs.claim(engine, invoice):
-                jobs.validate_invoice(
-                    engine,
-                    seq=invoice.seq,
-                    spool=spool,
-                    survey=survey,
-                    tokeniser=tokeniser,
-                    settings=settings,
-                )
-                with Session(engine, expire_on_commit=False) as session:
-                    done = repository.by_seq(session, invoice.seq)
-                assert done is not None
-                return SubmitResult(done, accepted=False)
-            if time.monotonic() >= deadline or worker is None:
-                break
-            time.sleep(0.05)
-        with Session(engine) as session:
-            repository.update_invoice(session, invoice.seq, background=True)
-            session.commit()
-        invoice.background = True
+        # The guard tells other nodes this request is alive while it validates its own invoice.
+        with jobs.request_guard(engine, invoice.seq):
+            deadline = time.monotonic() + settings.sync_wait_seconds
+            while True:
+                attempt = jobs.claim(engine, invoice)
+                if attempt is not None:
+                    try:
+                        jobs.validate_invoice(
+                            engine,
+                            seq=invoice.seq,
+                            spool=spool,
+                            survey=survey,
+                            tokeniser=tokeniser,
+                            settings=settings,
+                            attempt=attempt,
+                        )
+                    except jobs.AttemptSuperseded:
+                        # Another node failed it meanwhile (this request looked abandoned): nothing
+                        # more was written; the answer is the invoice as it now is.
+                        pass
+                    with Session(engine, expire_on_commit=False) as session:
+                        done = repository.by_seq(session, invoice.seq)
+                    assert done is not None
+                    return SubmitResult(done, accepted=False)
+                if time.monotonic() >= deadline or worker is None:
+                    break
+                time.sleep(0.05)
+            with Session(engine) as session:
+                repository.update_invoice(session, invoice.seq, background=True)
+                session.commit()
+            invoice.background = True
     if worker is None:
         jobs.fail_invoice(engine, invoice.seq, "background validation is switched off on this service")
         raise InvoiceNotReady("this service validates no invoice in the background; submit a smaller file")
-    worker.enqueue(invoice, spool, survey)
-    return SubmitResult(invoice, accepted=True, spool_handed_over=True)
+    handed_over = worker.enqueue(invoice, spool, survey)
+    return SubmitResult(invoice, accepted=True, spool_handed_over=handed_over)
 
 
 # --- views ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from cef_common.openapi import json_body, problems, requires
 from cef_common.params import MAX_INTEGER
 from cef_common.redact import carries_identifier, digest, is_uuid, known_or_digest
 from cef_tokeniser.config import Settings
+from cef_tokeniser.metrics import Reidentifications
 from cef_tokeniser.tokens import schemas
 from cef_tokeniser.tokens.exceptions import AuditUnavailable, ContextNotAllowed
 from cef_tokeniser.tokens.kinds import KINDS
@@ -151,6 +152,7 @@ async def tokenise(request: Request, principal: TokeniseCaller) -> Response:
         _authorise_context(principal, context, settings)
     except ContextNotAllowed as refusal:
         await _record_refusal(
+            request,
             service,
             "patient.tokenise",
             principal,
@@ -200,6 +202,7 @@ async def retokenise(request: Request, principal: TokeniseCaller) -> Response:
         _authorise_context(principal, context, settings)
     except ContextNotAllowed as refusal:
         await _record_refusal(
+            request,
             service,
             "patient.retokenise",
             principal,
@@ -330,6 +333,7 @@ async def detokenise(request: Request, principal: PrincipalDep) -> Response:
         _authorise_context(principal, context, settings)
     except AppError as refusal:
         await _record_refusal(
+            request,
             service,
             "patient.detokenise",
             principal,
@@ -352,10 +356,13 @@ async def detokenise(request: Request, principal: PrincipalDep) -> Response:
         principal=principal,
         work={"on_behalf_of": on_behalf_of, "invoice_id": invoice_id, "line_ref": line_ref},
     )
+    reidentifications: Reidentifications = request.app.state.reidentifications
+    reidentifications.record(kind, resolved=len(tokens) - len(result.errors))
     return _json({"values": result.values, "errors": _errors(result.errors)})
 
 
 async def _record_refusal(
+    request: Request,
     service: TokenService,
     type_: str,
     principal: Principal,
@@ -383,6 +390,7 @@ async def _record_refusal(
     )
     try:
         await run_in_threadpool(service.record, event)
+        # Recorded here, so the shared refusal hook passes it by (the error handler still counts it).
         refusal.audited = True
     except AuditUnavailable:
         # The caller is refused either way; the service has logged the failure to record it.
