@@ -16,6 +16,7 @@ ORDER = [
     "storage_floor.py",
     "export_bench.py",
     "cef_api_bench.py",
+    "reference_scale_bench.py",
 ]
 
 

@@ -1,7 +1,8 @@
 """The keys-init one-shot: creates every secret the compose deployment needs, once, on its volumes.
 
 Production services never create keys (they refuse to start without them), so this runs first:
-each service's ES256 signing key (its JWKS beside it), the tokeniser's master key, and a random
+each service's ES256 signing key (its JWKS beside it), the tokeniser's master key, the CEF API's
+validation-queue key-encryption key, and a random
 password for each PostgreSQL role with the pgpass files libpq reads them from. Nothing that
 exists is overwritten: rotating a key or a password is a deliberate operation (deploy/README.md).
 
@@ -11,7 +12,7 @@ Layout under --root (each directory is one volume, mounted only where it is need
     db-init/    postgres.password and <role>.password, read by deploy/postgres/init.sh
     migrate/    pgpass with the owner roles, for the migration one-shots
     tokeniser/  tokeniser.pem (+ .jwks.json), master.key, pgpass for cef_tokeniser_app
-    cef-api/    cef-api.pem (+ .jwks.json), pgpass for cef_api_app
+    cef-api/    cef-api.pem (+ .jwks.json), queue.key, pgpass for cef_api_app
     audit/      audit.pem (+ .jwks.json), pgpass for cef_audit_app
     web/        web.pem (+ .jwks.json), pgpass for cef_web_app
 """
@@ -44,6 +45,8 @@ DATABASES = (
 )
 SUPERUSER_PASSWORD = "postgres"
 MASTER_KEY_NAME = "master.key"
+# The key-encryption key wrapping each queued invoice's data key (docs/queue.md).
+QUEUE_KEY_NAME = "queue.key"
 
 
 def _write_new(path: Path, content: str, *, uid: int | None, mode: int = 0o600) -> bool:
@@ -121,6 +124,8 @@ def init_secrets(
     _write_replace(root / "migrate" / "pgpass", "\n".join(owner_lines) + "\n", uid=service_uid)
     if _write_new(root / "tokeniser" / MASTER_KEY_NAME, secrets.token_hex(32) + "\n", uid=service_uid):
         created.append("tokeniser master key")
+    if _write_new(root / "cef-api" / QUEUE_KEY_NAME, secrets.token_hex(32) + "\n", uid=service_uid):
+        created.append("validation queue key-encryption key")
     for directory in ("db-init", "migrate", *(sdb.service for sdb in DATABASES)):
         os.chmod(root / directory, 0o700)
         owner = postgres_uid if directory == "db-init" else service_uid

@@ -307,30 +307,35 @@ class _Fields:
         return number
 
 
-def _decode(dataset: str, data: bytes, *, latin1_fallback: bool) -> str:
+def _decode(dataset: str, data: bytes, *, latin1_fallback: bool) -> io.TextIOWrapper:
+    """The file as a text stream, after checking that all of it decodes: decoded a block at a time
+    as it is read (a whole decoded file in a StringIO would cost four bytes a character)."""
     nul = data.find(b"\x00")
     if nul >= 0:
         # No database text column can hold a NUL (and no valid CSV of these formats has one).
         raise _Problems(dataset).refuse(data.count(b"\n", 0, nul) + 1, None, "holds a NUL character")
+    encoding = "utf-8-sig"
     try:
-        return data.decode("utf-8-sig")
+        data.decode(encoding)
     except UnicodeDecodeError as exc:
-        if latin1_fallback:
-            # The ODS extract is published in Latin-1 (Windows) as well as UTF-8; both decode here.
-            return data.decode("latin-1")
-        line = data[: exc.start].count(b"\n") + 1
-        raise _Problems(dataset).refuse(
-            line, None, "holds bytes that are not UTF-8; save it as UTF-8"
-        ) from None
+        if not latin1_fallback:
+            line = data[: exc.start].count(b"\n") + 1
+            raise _Problems(dataset).refuse(
+                line, None, "holds bytes that are not UTF-8; save it as UTF-8"
+            ) from None
+        # The ODS extract is published in Latin-1 (Windows) as well as UTF-8; both decode here.
+        encoding = "latin-1"
+    return io.TextIOWrapper(io.BytesIO(data), encoding=encoding, newline="")
 
 
-def _records(dataset: str, text: str) -> Iterator[tuple[int, list[str]]]:
+def _records(dataset: str, text: io.TextIOWrapper) -> Iterator[tuple[int, list[str]]]:
     """Non-blank CSV records with the file line each starts on; a quoting error refuses the file."""
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.reader(text, strict=True)
     line = 1
     try:
         for row in reader:
-            if any(value.strip() for value in row):
+            # A first value that is not blank is the common case: the full check only otherwise.
+            if (row and row[0] and not row[0].isspace()) or any(value.strip() for value in row):
                 yield line, row
             line = reader.line_num + 1
     except csv.Error as exc:
@@ -339,7 +344,7 @@ def _records(dataset: str, text: str) -> Iterator[tuple[int, list[str]]]:
         ) from None
 
 
-def _parse_epraccur(dataset: str, text: str) -> list[GpPracticeRow]:
+def _parse_epraccur(dataset: str, text: io.TextIOWrapper) -> list[GpPracticeRow]:
     problems = _Problems(dataset)
     rows: list[GpPracticeRow] = []
     first_line_of: dict[str, int] = {}
@@ -374,13 +379,26 @@ def _parse_epraccur(dataset: str, text: str) -> list[GpPracticeRow]:
 @dataclass(frozen=True, slots=True)
 class _TableFormat:
     columns: tuple[str, ...]  # every column the header must name
+    row: type  # the dataset's row class; rows travel as tuples of its fields, in order
     build: Callable[[_Fields], Any]  # the row, or None when a value was bad (problems recorded)
-    key: Callable[[Any], Hashable]
+    key: Callable[[tuple[Any, ...]], Hashable]  # of a row's tuple
     key_columns: str  # how to name the key in a "repeats" message
     describe_key: bool  # whether the key holds no identifier and may be quoted in messages
+    # For the datasets of millions of rows: given the columns' positions, a builder of the row's
+    # tuple for the common, valid case, or None for anything else (the checked path then decides,
+    # with its messages): it accepts exactly what `build` accepts and gives the same values.
+    fast: Callable[[dict[str, int]], Callable[[list[str]], tuple[Any, ...] | None]] | None = None
 
 
-def _table(dataset: str, text: str, fmt: _TableFormat) -> list[Any]:
+def _as_tuple(row: Any) -> tuple[Any, ...]:
+    return tuple(getattr(row, name) for name in row.__slots__)
+
+
+def _table_chunks(
+    dataset: str, text: io.TextIOWrapper, fmt: _TableFormat, chunk_rows: int, check_repeats: bool
+) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows as tuples, `chunk_rows` at a time. Once a problem is found no chunk follows: the rest
+    of the file is still checked, for its first problems, and ReferenceFileError ends the iteration."""
     problems = _Problems(dataset)
     records = _records(dataset, text)
     header_line, header = next(records, (1, []))
@@ -402,19 +420,25 @@ def _table(dataset: str, text: str, fmt: _TableFormat) -> list[Any]:
             f"(needed: {', '.join(fmt.columns)})",
         )
     width = len(names)
-    rows: list[Any] = []
+    fast = fmt.fast(positions) if fmt.fast is not None else None
+    key_of = fmt.key
+    rows: list[tuple[Any, ...]] = []
     first_line_of: dict[Hashable, int] = {}
+    seen = first_line_of.setdefault
     for line, record in records:
         if len(record) != width:
             problems.add(line, None, f"has {len(record)} fields where the header row has {width}")
             continue
-        fields = _Fields({name: record[i].strip() for name, i in positions.items()}, line, problems)
-        row = fmt.build(fields)
-        if row is None or not fields.ok:
-            continue
-        key = fmt.key(row)
-        first = first_line_of.setdefault(key, line)
-        if first != line:
+        row = fast(record) if fast is not None else None
+        if row is None:
+            fields = _Fields({name: record[i].strip() for name, i in positions.items()}, line, problems)
+            built = fmt.build(fields)
+            if built is None or not fields.ok:
+                continue
+            row = _as_tuple(built)
+        if not check_repeats:
+            pass
+        elif (first := seen(key := key_of(row), line)) != line:
             what = (
                 _named("/".join(map(str, key)) if isinstance(key, tuple) else str(key))
                 if fmt.describe_key
@@ -422,9 +446,113 @@ def _table(dataset: str, text: str, fmt: _TableFormat) -> list[Any]:
             )
             problems.add(line, None, f"repeats the {fmt.key_columns}{what} of line {first}")
             continue
+        if problems.items:
+            continue  # refused already: only looking for more problems
         rows.append(row)
+        if len(rows) >= chunk_rows:
+            yield rows
+            rows = []
     problems.raise_if_any()
-    return rows
+    if rows:
+        yield rows
+
+
+_ZERO_WEIGHTED: Final = 48 * 54  # the ASCII code of 0 times the sum of the Modulus 11 weights
+
+
+def _fast_nhs_number(value: str) -> bool:
+    """Whether a trimmed value is ten ASCII digits passing Modulus 11 (what normalise_nhs_number
+    returns unchanged); every other spelling goes the checked way. Inline: it runs once a row."""
+    if len(value) != 10 or not value.isdigit() or not value.isascii():
+        return False
+    d = value.encode()
+    check = (
+        11
+        - (
+            d[0] * 10
+            + d[1] * 9
+            + d[2] * 8
+            + d[3] * 7
+            + d[4] * 6
+            + d[5] * 5
+            + d[6] * 4
+            + d[7] * 3
+            + d[8] * 2
+            - _ZERO_WEIGHTED
+        )
+        % 11
+    )
+    return (0 if check == 11 else check) == d[9] - 48
+
+
+def _fast_patient(positions: dict[str, int]) -> Callable[[list[str]], tuple[Any, ...] | None]:
+    at_nhs, at_dob, at_postcode = positions["nhs_number"], positions["date_of_birth"], positions["postcode"]
+    # Dates repeat across a trace: each spelling is parsed once per file (and forgotten with it).
+    dates: dict[str, date] = {}
+
+    def build(record: list[str]) -> tuple[Any, ...] | None:
+        nhs_number = record[at_nhs].strip()
+        if not _fast_nhs_number(nhs_number):
+            return None
+        raw = record[at_dob].strip()
+        born: date | None = None
+        if raw:
+            born = dates.get(raw)
+            if born is None:
+                born = parse_date_uncached(raw) if len(raw) <= MAX_TEXT else None
+                if born is None:
+                    return None
+                dates[raw] = born
+        postcode = record[at_postcode].strip() or None
+        if postcode is None:
+            return (nhs_number, born, None, None)
+        if len(postcode) > MAX_TEXT:
+            return None
+        # outward_code's common case inline (a postcode of letters, digits and spaces).
+        compact = postcode.replace(" ", "")
+        if not compact.isalnum():
+            return (nhs_number, born, outward_code(postcode), postcode)
+        compact = compact.upper()
+        return (nhs_number, born, compact[:-3] if 5 <= len(compact) <= 7 else None, postcode)
+
+    return build
+
+
+def _fast_registration(positions: dict[str, int]) -> Callable[[list[str]], tuple[Any, ...] | None]:
+    at_nhs, at_practice = positions["nhs_number"], positions["gp_practice_code"]
+    at_from, at_to = positions["registered_from"], positions["registered_to"]
+    dates: dict[str, date] = {}
+    codes: dict[str, str] = {}
+
+    def day(raw: str) -> date | None:
+        found = dates.get(raw)
+        if found is None and len(raw) <= MAX_TEXT and (found := parse_date_uncached(raw)) is not None:
+            dates[raw] = found
+        return found
+
+    def build(record: list[str]) -> tuple[Any, ...] | None:
+        nhs_number = record[at_nhs].strip()
+        if not _fast_nhs_number(nhs_number):
+            return None
+        raw = record[at_practice].strip()
+        practice = codes.get(raw)
+        if practice is None:
+            upper = raw.upper()
+            if not raw or len(raw) > MAX_CODE or carries_identifier(raw) or not _CODE.fullmatch(upper):
+                return None
+            codes[raw] = practice = upper
+        registered_from = day(record[at_from].strip())
+        if registered_from is None:
+            return None
+        raw = record[at_to].strip()
+        registered_to = None
+        if raw:
+            registered_to = day(raw)
+            if registered_to is None or registered_to < registered_from:
+                return None
+        return (nhs_number, practice, registered_from, registered_to)
+
+    return build
 
 
 def _patient(f: _Fields) -> PatientRow | None:
@@ -573,68 +701,84 @@ def _prior_approval(f: _Fields) -> PriorApprovalRow | None:
 
 _TABLES: Final[dict[str, _TableFormat]] = {
     "patients": _TableFormat(
-        ("nhs_number", "date_of_birth", "postcode"), _patient, lambda r: r.nhs_number, "nhs_number", False
+        ("nhs_number", "date_of_birth", "postcode"),
+        PatientRow,
+        _patient,
+        lambda r: r[0],
+        "nhs_number",
+        False,
+        _fast_patient,
     ),
     "registrations": _TableFormat(
         ("nhs_number", "gp_practice_code", "registered_from", "registered_to"),
+        RegistrationRow,
         _registration,
-        lambda r: (r.nhs_number, r.gp_practice_code, r.registered_from),
+        lambda r: r[:3],
         "nhs_number, gp_practice_code and registered_from",
         False,
+        _fast_registration,
     ),
     "postcode-districts": _TableFormat(
         ("postcode_district", "commissioner_code"),
+        PostcodeDistrictRow,
         _postcode_district,
-        lambda r: r.postcode_district,
+        lambda r: r[0],
         "postcode_district",
         True,
     ),
     "tariff": _TableFormat(
         ("hrg_code", "hrg_name", "point_of_delivery", "price", "trim_point_days", "excess_bed_day_price"),
+        TariffRow,
         _tariff,
-        lambda r: (r.hrg_code, r.point_of_delivery),
+        lambda r: (r[0], r[2]),
         "hrg_code and point_of_delivery",
         True,
     ),
     "providers": _TableFormat(
         ("provider_code", "name", "market_forces_factor"),
+        ProviderRow,
         _provider,
-        lambda r: r.provider_code,
+        lambda r: r[0],
         "provider_code",
         True,
     ),
     "specialised-services": _TableFormat(
         ("service_code", "name", "commissioner_code"),
+        SpecialisedServiceRow,
         _specialised_service,
-        lambda r: r.service_code,
+        lambda r: r[0],
         "service_code",
         True,
     ),
     "originating-commissioners": _TableFormat(
         ("nhs_number", "care_basis", "commissioner_code", "from", "to"),
+        OriginatingCommissionerRow,
         _originating_commissioner,
-        lambda r: (r.nhs_number, r.care_basis, r.commissioner_code, r.valid_from),
+        lambda r: r[:4],
         "nhs_number, care_basis, commissioner_code and from",
         False,
     ),
     "devolved-districts": _TableFormat(
         ("postcode_district", "nation"),
+        DevolvedDistrictRow,
         _devolved_district,
-        lambda r: r.postcode_district,
+        lambda r: r[0],
         "postcode_district",
         True,
     ),
     "contracts": _TableFormat(
         ("commissioner_code", "provider_code", "from", "to"),
+        ContractRow,
         _contract,
-        lambda r: (r.commissioner_code, r.provider_code, r.valid_from),
+        lambda r: r[:3],
         "commissioner_code, provider_code and from",
         True,
     ),
     "prior-approvals": _TableFormat(
         ("commissioner_code", "reference", "nhs_number", "valid_from", "valid_to"),
+        PriorApprovalRow,
         _prior_approval,
-        lambda r: (r.commissioner_code, r.reference.upper(), r.nhs_number, r.valid_from),
+        lambda r: (r[0], r[1].upper(), r[2], r[3]),
         "commissioner_code, reference, nhs_number and valid_from",
         False,
     ),
@@ -651,11 +795,37 @@ def parse_dataset(dataset: str, data: bytes) -> list[Any]:
     A header row alone is a dataset with no rows (for `contracts`, unlike no dataset at all, it
     means no commissioner holds any contract).
     """
+    chunks = list(parse_chunks(dataset, data))  # raises first for an unknown dataset or a bad file
+    row = ROW_TYPES[dataset]
+    return [row(*t) for chunk in chunks for t in chunk]
+
+
+def parse_chunks(
+    dataset: str, data: bytes, chunk_rows: int = 200_000, *, check_repeats: bool = True
+) -> Iterator[list[tuple[Any, ...]]]:
+    """`parse_dataset` for files of millions of rows: the rows as tuples of their row type's fields
+    (`ROW_TYPES`), `chunk_rows` at a time, as the file is read. The whole file is still checked
+    before it is accepted: no chunk follows the first problem, and ReferenceFileError (with the
+    file's first problems, as `parse_dataset` gives them) ends the iteration. A caller keeps nothing
+    of the chunks it was given before that error. `check_repeats=False` leaves finding two rows of
+    one key to the caller (who must then parse again with it to refuse the file as it should be)."""
     if dataset not in DATASETS:
         # Not quoted: the name is the caller's text (a path segment).
         raise UnknownDatasetError(f"Unknown reference dataset; use one of {', '.join(DATASETS)}.")
     if not data.strip():
         raise _Problems(dataset).refuse(1, None, "is empty")
     if dataset == "gp-practices":
-        return _parse_epraccur(dataset, _decode(dataset, data, latin1_fallback=True))
-    return _table(dataset, _decode(dataset, data, latin1_fallback=False), _TABLES[dataset])
+        rows = [_as_tuple(r) for r in _parse_epraccur(dataset, _decode(dataset, data, latin1_fallback=True))]
+        for start in range(0, len(rows), chunk_rows):
+            yield rows[start : start + chunk_rows]
+        return
+    yield from _table_chunks(
+        dataset, _decode(dataset, data, latin1_fallback=False), _TABLES[dataset], chunk_rows, check_repeats
+    )
+
+
+# dataset → the type of its rows (`parse_chunks` gives their fields as tuples, in this order).
+ROW_TYPES: Final[dict[str, type]] = {
+    "gp-practices": GpPracticeRow,
+    **{dataset: fmt.row for dataset, fmt in _TABLES.items()},
+}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -40,7 +40,11 @@ TABLES: dict[str, type[SQLModel]] = {
 
 V = ReferenceVersion.__table__.c  # type: ignore[attr-defined]
 
-INSERT_CHUNK = 20_000
+INSERT_CHUNK = 100_000
+# The page cache (KiB, negative as SQLite takes it) while a large version is written (its rows come
+# in token order, so the token index grows at its end; the cache keeps the pages being filled).
+# Put back afterwards.
+SQLITE_LOAD_CACHE_KIB = -32_768
 # Well under the bound-parameter limits of SQLite (32,766) and PostgreSQL (65,535).
 IN_CHUNK = 5_000
 
@@ -74,27 +78,87 @@ def next_version(session: Session, dataset: str) -> int:
     return int(session.execute(stmt).scalar_one() or 0) + 1
 
 
-def insert_rows(session: Session, dataset: str, rows: Sequence[dict[str, Any]]) -> None:
+def insert_rows(
+    session: Session, dataset: str, version: int, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Bulk-inserts a version's rows (tuples in `columns` order, without the version), straight to
+    the driver: at millions of rows SQLAlchemy's per-row parameter handling would cost more than the
+    database does. PostgreSQL takes them by COPY; SQLite by executemany in the caller's transaction,
+    with a page cache large enough that the token index is not written over and over."""
+    if not rows:
+        return
     table = table_of(dataset)
-    for start in range(0, len(rows), INSERT_CHUNK):
-        session.execute(sa.insert(table), list(rows[start : start + INSERT_CHUNK]))
+    names = ", ".join(["version", *columns])
+    connection = session.connection()
+    raw = connection.connection.driver_connection
+    assert raw is not None, "a connection in a transaction has its driver connection"
+    if connection.dialect.name == "postgresql":
+        with raw.cursor() as cur, cur.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row((version, *row))
+        return
+    dates = [i for i, name in enumerate(columns) if isinstance(table.c[name].type, sa.Date)]
+    sql = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * (len(columns) + 1))})"
+    cursor = raw.cursor()
+    try:
+        (cache,) = cursor.execute("PRAGMA cache_size").fetchone()
+        cursor.execute(f"PRAGMA cache_size = {SQLITE_LOAD_CACHE_KIB}")
+        for start in range(0, len(rows), INSERT_CHUNK):
+            chunk = rows[start : start + INSERT_CHUNK]
+            cursor.executemany(sql, _with_iso_dates(version, chunk, dates))
+        cursor.execute(f"PRAGMA cache_size = {int(cache)}")
+    finally:
+        cursor.close()
 
 
-def delete_versions(session: Session, dataset: str, keep: Iterable[int]) -> int:
-    """Deletes every version of `dataset` not in `keep` (rows and their version records)."""
+def _with_iso_dates(
+    version: int, rows: Sequence[tuple[Any, ...]], at: list[int]
+) -> Iterator[tuple[Any, ...]]:
+    """Rows with the version first and their dates as SQLAlchemy stores them in SQLite (ISO text),
+    not by sqlite3's deprecated default adapter; a date is formatted once however often it repeats."""
+    if not at:
+        for row in rows:
+            yield (version, *row)
+        return
+    iso: dict[Any, Any] = {}
+
+    def text(day: Any) -> Any:
+        if day is None:
+            return None
+        found = iso.get(day)
+        if found is None:
+            found = iso[day] = day.isoformat()
+        return found
+
+    for row in rows:
+        values = [version, *row]
+        for i in at:
+            values[i + 1] = text(values[i + 1])
+        yield tuple(values)
+
+
+def delete_versions(session: Session, dataset: str, keep: Iterable[int], limit: int | None = None) -> int:
+    """Deletes every version of `dataset` not in `keep` (rows and their version records); with `limit`,
+    at most that many rows, a version at a time through the `(version, …)` index, and a version's
+    record only once none of its rows is left."""
     keep = sorted(set(keep))
     table = table_of(dataset)
-    result = cast(
-        "sa.CursorResult[Any]", session.execute(sa.delete(table).where(table.c.version.not_in(keep)))
-    )
-    deleted = result.rowcount
-    session.execute(
-        sa.delete(ReferenceVersion).where(
-            V.dataset == dataset,
-            V.version.not_in(keep),
-        )
-    )
-    return int(deleted or 0)
+    if limit is None:
+        stmt = sa.delete(table).where(table.c.version.not_in(keep))
+        deleted = int(cast("sa.CursorResult[Any]", session.execute(stmt)).rowcount or 0)
+        session.execute(sa.delete(ReferenceVersion).where(V.dataset == dataset, V.version.not_in(keep)))
+        return deleted
+    superseded = session.execute(
+        sa.select(V.version).where(V.dataset == dataset, V.version.not_in(keep)).order_by(V.version)
+    ).scalars()
+    for version in list(superseded):
+        batch = sa.select(table.c.id).where(table.c.version == version).limit(limit)
+        stmt = sa.delete(table).where(table.c.id.in_(batch))
+        deleted = int(cast("sa.CursorResult[Any]", session.execute(stmt)).rowcount or 0)
+        if deleted:
+            return deleted
+        session.execute(sa.delete(ReferenceVersion).where(V.dataset == dataset, V.version == version))
+    return 0
 
 
 def all_rows(session: Session, dataset: str, version: int, columns: Sequence[str]) -> list[sa.Row[Any]]:

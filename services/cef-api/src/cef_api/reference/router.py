@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -15,6 +16,8 @@ from cef_api.tokeniser_client import TokeniserClient
 from cef_common.auth import Principal, require_scopes
 from cef_common.errors import AppError, Unprocessable
 from cef_common.openapi import problems
+
+log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/v1/reference", tags=["reference"])
 
@@ -32,20 +35,30 @@ def load_and_commit(
     principal: Principal | None,
     actor: str,
 ) -> service.LoadResult:
-    """One load in its own transaction; a refused load is audited in another."""
+    """One load in its own transaction (a refused load is audited in another); then the versions it
+    superseded are deleted, unless an open invoice reads them, a batch at a time."""
     try:
         with Session(engine) as session:
             result = service.load_dataset(
-                session, dataset=dataset, data=data, tokeniser=tokeniser, principal=principal, actor=actor
+                session,
+                dataset=dataset,
+                data=data,
+                tokeniser=tokeniser,
+                principal=principal,
+                actor=actor,
+                # For the operator of a large load: how far it is (counts only).
+                progress=lambda rows: log.info("reference_load_progress", dataset=dataset, rows=rows),
             )
             session.commit()
-            return result
     except AppError as exc:
         if exc.status < 500 and exc.code != "unknown-dataset":
             with Session(engine) as session:
                 service.record_refused_load(session, dataset=dataset, principal=principal, code=exc.code)
                 session.commit()
         raise
+    pruned = service.prune_in_batches(engine)
+    log.info("reference_superseded_pruned", dataset=dataset, rows=pruned)
+    return result
 
 
 # The body is read whole by hand (any of CSV_TYPES), so FastAPI is told what it is.

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
 import structlog
+from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -19,8 +23,8 @@ from cef_api.invoices.models import Invoice, InvoiceStatus
 from cef_api.locks import transaction_lock
 from cef_api.reference import repository
 from cef_api.reference.models import ReferenceVersion
-from cef_api.reference.parsers import DATASETS, parse_dataset
-from cef_api.tokeniser_client import TokeniserClient
+from cef_api.reference.parsers import DATASETS, ROW_TYPES, ReferenceFileError, parse_chunks
+from cef_api.tokeniser_client import Kind, TokeniserClient
 from cef_api.validation.commissioning import CommissioningLookups
 from cef_api.validation.types import OriginatingCommissioner, Registration, TariffEntry, TracePatient
 from cef_common.audit import build_event, record_event
@@ -78,90 +82,170 @@ def _token_errors(dataset: str, what: str, rows_index: list[int]) -> Unprocessab
     )
 
 
-def _tokenise_column(
-    tokeniser: TokeniserClient,
+# Rows parsed, tokenised and stored per step: a tokeniser call of this many values (the tokeniser is
+# built for batches of 100,000 and more) runs while the next chunk is parsed.
+CHUNK_ROWS = 200_000
+# Datasets of millions of rows: their repeats are found once the file is read, from its rows sorted
+# by token, not with a map of every key kept while it is (see `_check_repeats`).
+LARGE_DATASETS = frozenset({"patients", "registrations"})
+
+
+class _Tokens:
+    """One column's tokens for a load: one call per chunk of distinct values, every call after the
+    first pinned to the first answer's key version so that all the load's tokens compare."""
+
+    def __init__(self, tokeniser: TokeniserClient, kind: Kind, key_version: int | None) -> None:
+        self.tokeniser = tokeniser
+        self.kind: Kind = kind
+        self.key_version = key_version
+
+    def of(self, values: Iterable[Any]) -> dict[Any, str | None]:
+        """value → token (None: refused) for the distinct values (dates are sent as ISO dates)."""
+        distinct = [v for v in dict.fromkeys(values) if v is not None]
+        if not distinct:
+            return {}
+        sent = [v.isoformat() for v in distinct] if isinstance(distinct[0], date) else distinct
+        batch = self.tokeniser.tokenise(self.kind, sent, key_version=self.key_version)
+        self.key_version = batch.key_version
+        return dict(zip(distinct, batch.tokens, strict=True))
+
+
+def _refused(
     dataset: str,
-    kind: str,
     column: str,
-    values: list[str | None],
-    key_version: int | None,
-) -> tuple[list[str | None], int]:
-    """Tokens for a column (None where the value is missing), one call per batch of unique values."""
-    unique = sorted({v for v in values if v is not None})
-    batch = tokeniser.tokenise(kind, unique, key_version=key_version)  # type: ignore[arg-type]
-    by_value = dict(zip(unique, batch.tokens, strict=True))
-    bad = [i for i, v in enumerate(values) if v is not None and by_value[v] is None]
+    chunk: list[tuple[Any, ...]],
+    at: int,
+    tokens: dict[Any, str | None],
+    first: int,
+) -> None:
+    """Raises when the tokeniser refused any value of column `at` the parser accepted; `first` is the
+    chunk's first row's index in the file."""
+    bad = [first + i for i, row in enumerate(chunk) if row[at] is not None and tokens[row[at]] is None]
     if bad:
         raise _token_errors(dataset, column, bad)
-    return [by_value[v] if v is not None else None for v in values], batch.key_version
+
+
+def _storage_columns(dataset: str) -> tuple[list[str], int | None]:
+    """The table's columns a dataset's rows fill, in the order of the row type's fields (the NHS
+    number as its token, the date of birth as its token, a patient's postcode not at all), and the
+    position of the NHS number among the fields (None: none)."""
+    names = [f.name for f in fields(ROW_TYPES[dataset])]
+    if dataset == "patients":
+        return ["nhs_token", "dob_token", "outward_code"], 0
+    if "nhs_number" not in names:
+        return names, None
+    at = names.index("nhs_number")
+    names[at] = "nhs_token"
+    return names, at
+
+
+def _stored_chunk(
+    dataset: str,
+    chunk: list[tuple[Any, ...]],
+    at: int | None,
+    nhs: dict[Any, str | None],
+    dob: dict[Any, str | None],
+) -> list[tuple[Any, ...]]:
+    """A chunk of parsed rows as table rows: NHS numbers and dates of birth leave as tokens, postcodes
+    as districts, amounts as their exact decimal text."""
+    if dataset == "patients":
+        return [(nhs[n], dob[d] if d is not None else None, district) for n, d, district, _ in chunk]
+    if at is not None:
+        return [(*row[:at], nhs[row[at]], *row[at + 1 :]) for row in chunk]
+    return [tuple(str(v) if isinstance(v, Decimal) else v for v in row) for row in chunk]
 
 
 def _rows_for_storage(
-    dataset: str, parsed: list[Any], version: int, tokeniser: TokeniserClient, key_version: int | None
-) -> tuple[list[dict[str, Any]], int | None, int | None]:
-    """Table rows of a dataset; NHS numbers and dates of birth leave as tokens, postcodes as districts."""
-    if dataset == "patients":
-        nhs, kv = _tokenise_column(
-            tokeniser, dataset, "nhs_number", "nhs_number", [r.nhs_number for r in parsed], key_version
-        )
-        dobs, dob_kv = _tokenise_column(
-            tokeniser,
-            dataset,
-            "date_of_birth",
-            "date_of_birth",
-            [r.date_of_birth.isoformat() if r.date_of_birth else None for r in parsed],
+    dataset: str,
+    data: bytes,
+    tokeniser: TokeniserClient,
+    key_version: int | None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[str], list[tuple[Any, ...]], int | None, int | None]:
+    """The table's columns and rows of a file, the whole file checked first (ReferenceFileError).
+
+    Parsed a chunk at a time; each chunk's distinct NHS numbers and dates of birth are tokenised in
+    a second thread while the next chunk is parsed (the tokeniser works in its own process)."""
+    columns, at = _storage_columns(dataset)
+    large = dataset in LARGE_DATASETS
+    chunks = parse_chunks(dataset, data, CHUNK_ROWS, check_repeats=not large)
+    if at is None:
+        return (
+            columns,
+            [r for chunk in chunks for r in _stored_chunk(dataset, chunk, None, {}, {})],
+            None,
             None,
         )
-        seen: dict[str | None, int] = {}
-        for i, token in enumerate(nhs):
-            if token in seen:
-                raise Unprocessable(
-                    f"patients: lines {seen[token] + 2} and {i + 2} are the same patient; "
-                    "a trace holds each NHS number once",
-                    code="reference-file-invalid",
-                    extra={
-                        "dataset": dataset,
-                        "errors": [
-                            {
-                                "line": i + 2,
-                                "column": "nhs_number",
-                                "message": f"repeats line {seen[token] + 2}",
-                            }
-                        ],
-                    },
-                )
-            seen[token] = i
-        return (
-            [
-                {"version": version, "nhs_token": n, "dob_token": d, "outward_code": r.outward_code}
-                for r, n, d in zip(parsed, nhs, dobs, strict=True)
-            ],
-            kv,
-            dob_kv,
-        )
-    if dataset in _KEYED_BY_NHS_NUMBER:
-        nhs, kv = _tokenise_column(
-            tokeniser, dataset, "nhs_number", "nhs_number", [r.nhs_number for r in parsed], key_version
-        )
-        rows = [{**_stored(r), "version": version, "nhs_token": n} for r, n in zip(parsed, nhs, strict=True)]
-        return rows, kv, None
-    return [{**_stored(r), "version": version} for r in parsed], None, None
+    nhs = _Tokens(tokeniser, "nhs_number", key_version)
+    dob = _Tokens(tokeniser, "date_of_birth", None)
+    patients = dataset == "patients"
+
+    def tokens(chunk: list[tuple[Any, ...]]) -> tuple[dict[Any, str | None], dict[Any, str | None]]:
+        return nhs.of(row[at] for row in chunk), dob.of(row[1] for row in chunk) if patients else {}
+
+    rows: list[tuple[Any, ...]] = []
+
+    def store(chunk: list[tuple[Any, ...]], first: int, found: tuple[dict[Any, Any], dict[Any, Any]]) -> None:
+        _refused(dataset, "nhs_number", chunk, at, found[0], first)
+        if patients:
+            _refused(dataset, "date_of_birth", chunk, 1, found[1], first)
+        rows.extend(_stored_chunk(dataset, chunk, at, *found))
+        if progress is not None:
+            progress(len(rows))
+
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reference-tokenise") as pool:
+            pending: tuple[list[tuple[Any, ...]], int, Future[Any]] | None = None
+            read = 0
+            for chunk in chunks:
+                if not read:
+                    # The first calls fix the key versions the later ones are pinned to.
+                    store(chunk, read, tokens(chunk))
+                else:
+                    if pending is not None:
+                        store(pending[0], pending[1], pending[2].result())
+                    pending = (chunk, read, pool.submit(tokens, chunk))
+                read += len(chunk)
+            if pending is not None:
+                store(pending[0], pending[1], pending[2].result())
+    except ReferenceFileError:
+        if large:
+            # Refused without its repeats among the problems: parsed again with them, to be refused
+            # with the same first problems as a file parsed whole.
+            rows.clear()
+            for _ in parse_chunks(dataset, data, CHUNK_ROWS):
+                pass
+        raise
+    if large:
+        _check_repeats(dataset, data, rows)
+    return columns, rows, nhs.key_version if rows else None, dob.key_version if patients and rows else None
 
 
-# Datasets whose rows are a patient's (registrations, originating commissioners, prior approvals):
-# the NHS number is stored as its token, every other field as it was parsed.
-_KEYED_BY_NHS_NUMBER = frozenset({"registrations", "originating-commissioners", "prior-approvals"})
+def _check_repeats(dataset: str, data: bytes, rows: list[tuple[Any, ...]]) -> None:
+    """Sorts a large file's rows by token (so that they are written in the order of the token index)
+    and refuses the file if two rows have the same key, which then sit side by side: a row's NHS-number
+    token stands for its NHS number (one number, one token), so no map of every key is needed while
+    the file is read. A repeat found, the file is parsed again with every key kept, which refuses it
+    with the repeats' lines as a file parsed whole is refused."""
+    width = 1 if dataset == "patients" else 3  # the key: the NHS number (and practice and start)
+    rows.sort(key=itemgetter(0))
+    if _has_repeat(rows, width):
+        for _ in parse_chunks(dataset, data, CHUNK_ROWS):
+            pass
 
 
-def _stored(row: Any) -> dict[str, Any]:
-    """A parsed row's fields as its table's columns (they share their names), but the NHS number,
-    which is stored only as a token; amounts as their exact decimal text."""
-    stored: dict[str, Any] = {}
-    for f in fields(row):
-        if f.name != "nhs_number":
-            value = getattr(row, f.name)
-            stored[f.name] = str(value) if isinstance(value, Decimal) else value
-    return stored
+def _has_repeat(rows: list[tuple[Any, ...]], width: int) -> bool:
+    """Whether two rows sorted by their first value have the same first `width` values."""
+    run = 0  # where the run of rows with the current first value began
+    for i in range(1, len(rows)):
+        row = rows[i]
+        if row[0] != rows[i - 1][0]:
+            run = i
+            continue
+        key = row[:width]
+        if any(rows[k][:width] == key for k in range(run, i)):
+            return True
+    return False
 
 
 def versions_in_use(session: Session) -> dict[str, set[int]]:
@@ -175,14 +259,36 @@ def versions_in_use(session: Session) -> dict[str, set[int]]:
     return used
 
 
-def prune_superseded(session: Session) -> int:
-    """Deletes superseded versions that no open invoice still reads."""
+def prune_superseded(session: Session, limit: int | None = None) -> int:
+    """Deletes superseded versions that no open invoice still reads (with `limit`, at most that many
+    rows of each dataset: see `prune_in_batches`)."""
     current = repository.current_versions(session)
     used = versions_in_use(session)
     deleted = 0
     for dataset, version in current.items():
-        deleted += repository.delete_versions(session, dataset, {version.version, *used.get(dataset, set())})
+        deleted += repository.delete_versions(
+            session, dataset, {version.version, *used.get(dataset, set())}, limit
+        )
     return deleted
+
+
+# Superseded rows deleted per transaction after a load: a million-row version deleted at once would
+# hold SQLite's one write lock for longer than another writer waits (busy_timeout, 30 s).
+PRUNE_BATCH_ROWS = 100_000
+
+
+def prune_in_batches(engine: Engine) -> int:
+    """Deletes superseded versions no open invoice reads, a batch of rows per transaction; the rows
+    deleted. Run after a load commits: the new version is in force from that commit, and these rows
+    are then read by nobody but the invoices that pinned them (which keep them)."""
+    deleted = 0
+    while True:
+        with Session(engine) as session:
+            batch = prune_superseded(session, PRUNE_BATCH_ROWS)
+            session.commit()
+        deleted += batch
+        if batch == 0:
+            return deleted
 
 
 def load_dataset(
@@ -193,19 +299,25 @@ def load_dataset(
     tokeniser: TokeniserClient,
     principal: Principal | None,
     actor: str,
+    progress: Callable[[int], None] | None = None,
 ) -> LoadResult:
     """Checks every row, tokenises, and replaces the dataset as a new version in the caller's transaction.
 
-    A bad file raises before anything is written; the caller's transaction makes the swap atomic."""
+    A bad file raises before anything is written; the caller's transaction makes the swap atomic.
+    The superseded version is left for `prune_in_batches`, once the caller has committed.
+    The file is parsed and tokenised a chunk at a time (`progress` hears the rows made so far), and
+    written in bulk once all of it is known good, so that the write lock is held only to write."""
     _require_dataset(dataset)
-    parsed = parse_dataset(dataset, data)
     versions = repository.current_versions(session)
     key_version = _patient_key_version(versions, dataset) if dataset in TOKENISED_DATASETS else None
-    rows, made_under, dob_made_under = _rows_for_storage(dataset, parsed, 0, tokeniser, key_version)
+    # The snapshot read above must not be the one the write starts from (SQLite would refuse to
+    # upgrade it once another writer has committed meanwhile): the write begins afresh below.
+    session.rollback()
+    columns, rows, made_under, dob_made_under = _rows_for_storage(
+        dataset, data, tokeniser, key_version, progress
+    )
     transaction_lock(session, f"reference:{dataset}")
     version = repository.next_version(session, dataset)
-    for row in rows:
-        row["version"] = version
     try:
         session.add(
             ReferenceVersion(
@@ -224,8 +336,9 @@ def load_dataset(
             f"another load of {dataset} finished first; send this one again to replace it",
             code="reference-load-conflict",
         ) from None
-    repository.insert_rows(session, dataset, rows)
-    pruned = prune_superseded(session)
+    repository.insert_rows(session, dataset, version, columns, rows)
+    count = len(rows)
+    del rows  # the largest thing held: not kept through the commit
     record_event(
         session,
         build_event(
@@ -236,19 +349,18 @@ def load_dataset(
             principal=principal,
             entity_type="reference-dataset",
             entity_id=dataset,
-            count=len(rows),
+            count=count,
             detail={
                 "version": version,
                 "key_version": made_under,
                 "dob_key_version": dob_made_under,
-                "superseded_rows_removed": pruned,
             },
         ),
     )
-    log.info("reference_loaded", dataset=dataset, rows=len(rows), version=version)
+    log.info("reference_loaded", dataset=dataset, rows=count, version=version)
     return LoadResult(
         dataset=dataset,
-        rows=len(rows),
+        rows=count,
         version=version,
         key_version=made_under,
         dob_key_version=dob_made_under,
