@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,17 @@ def pounds(pennies: Any) -> str:
     sign = "−" if value < 0 else ""
     whole, part = divmod(abs(value), 100)
     return f"{sign}£{whole:,}.{part:02d}"
+
+
+def pennies_of(amount: Any) -> int | None:
+    """An amount as the services answer it (pounds, "1510.38") in pennies; None when there is none
+    or it is not a number."""
+    if amount is None or amount == "":
+        return None
+    try:
+        return int((Decimal(str(amount)) * 100).to_integral_value())
+    except (InvalidOperation, ValueError):
+        return None
 
 
 def when(value: Any) -> str:

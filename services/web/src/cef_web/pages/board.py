@@ -7,7 +7,6 @@ sends and never work anything out from hidden cells."""
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
 from fastapi import APIRouter, Request
@@ -15,7 +14,7 @@ from starlette.responses import Response
 
 from cef_web.api import ApiProblem, cef_api
 from cef_web.auth import BoardUser
-from cef_web.templating import render, sentence
+from cef_web.templating import pennies_of, render, sentence
 
 router = APIRouter(prefix="/board")
 
@@ -35,12 +34,7 @@ def _amount(value: Any) -> int | str | None:
     """A cell's amount as pennies for the `pounds` filter; "*" when hidden."""
     if value == HIDDEN:
         return HIDDEN
-    if value is None or value == "":
-        return None
-    try:
-        return int((Decimal(str(value)) * 100).to_integral_value())
-    except InvalidOperation:
-        return None
+    return pennies_of(value)
 
 
 def _cell(raw: Any) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 from urllib.parse import urlencode
 
@@ -18,7 +17,7 @@ from starlette.responses import RedirectResponse, Response
 
 from cef_web.api import ApiProblem, cef_api, download
 from cef_web.auth import FinanceUser, Person
-from cef_web.templating import flash, pounds, render, sentence
+from cef_web.templating import flash, pennies_of, pounds, render, sentence
 
 router = APIRouter(prefix="/finance")
 
@@ -44,16 +43,6 @@ FIELD_OF_CODE: Final = {
 }
 # The API's names of the payment's fields and the page's field ids.
 FORM_FIELDS: Final = {"amount": "amount", "reference": "reference", "paid_on": DATE_FIELD}
-
-
-def to_pennies(amount: Any) -> int | None:
-    """The API's pounds ("1006.92") as pennies, for the `pounds` filter; None when there is none."""
-    if amount is None or amount == "":
-        return None
-    try:
-        return int((Decimal(str(amount)) * 100).to_integral_value())
-    except InvalidOperation:
-        return None
 
 
 def parse_pounds(typed: str) -> tuple[int | None, str | None]:
@@ -130,9 +119,9 @@ async def approved(request: Request, person: FinanceUser, cursor: str | None = N
     items = [
         {
             **item,
-            "approved": to_pennies(item.get("approved_amount")),
-            "paid": to_pennies(item.get("paid_amount")),
-            "unpaid": to_pennies(item.get("unpaid_amount")),
+            "approved": pennies_of(item.get("approved_amount")),
+            "paid": pennies_of(item.get("paid_amount")),
+            "unpaid": pennies_of(item.get("unpaid_amount")),
         }
         for item in page.get("items") or []
     ]
@@ -142,8 +131,8 @@ async def approved(request: Request, person: FinanceUser, cursor: str | None = N
         "finance/approved.html",
         title="Invoices approved to pay",
         items=items,
-        total_approved=to_pennies(page.get("total_approved_amount")),
-        total_unpaid=to_pennies(page.get("total_unpaid_amount")),
+        total_approved=pennies_of(page.get("total_approved_amount")),
+        total_unpaid=pennies_of(page.get("total_unpaid_amount")),
         previous_href=previous_href,
         next_href=next_href,
         tab="approved",
@@ -159,8 +148,8 @@ async def paid(request: Request, person: FinanceUser, cursor: str | None = None)
     items = [
         {
             **item,
-            "approved": to_pennies(item.get("approved_amount")),
-            "paid": to_pennies(item.get("paid_amount")),
+            "approved": pennies_of(item.get("approved_amount")),
+            "paid": pennies_of(item.get("paid_amount")),
         }
         for item in page.get("items") or []
     ]
@@ -202,8 +191,8 @@ async def _invoice_page(
     path = invoice_path(invoice_id)
     invoice = await client.get(person, path)
     payments = (await client.get(person, f"{path}/payments")).get("items") or []
-    approved = to_pennies(invoice.get("approved_amount")) or 0
-    paid_so_far = to_pennies(invoice.get("paid_amount")) or 0
+    approved = pennies_of(invoice.get("approved_amount")) or 0
+    paid_so_far = pennies_of(invoice.get("paid_amount")) or 0
     today = datetime.now(UTC).date()
     shown = values or {
         "amount": f"{(approved - paid_so_far) / 100:.2f}" if approved > paid_so_far else "",
@@ -222,7 +211,7 @@ async def _invoice_page(
         paid=paid_so_far,
         unpaid=approved - paid_so_far,
         payable=invoice.get("status") in PAYABLE and approved > paid_so_far,
-        payments=[{**p, "amount_pennies": to_pennies(p.get("amount"))} for p in payments],
+        payments=[{**p, "amount_pennies": pennies_of(p.get("amount"))} for p in payments],
         values=shown,
         errors=errors or {},
     )

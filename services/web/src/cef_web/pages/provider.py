@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode
 
@@ -26,7 +26,7 @@ from cef_common.redact import identifiers_in, identifiers_in_free_text
 from cef_web.api import ApiProblem, ServiceClient, Unavailable, cef_api, download
 from cef_web.auth import Person, ProviderUser
 from cef_web.errors import error_page
-from cef_web.templating import flash, pounds, render, safe_text
+from cef_web.templating import flash, pennies_of, pounds, render, safe_text
 
 router = APIRouter(prefix="/provider")
 
@@ -71,12 +71,9 @@ OUTCOME_COLOURS = {"valid": "green", "query": "yellow", "rejected": "red"}
 
 def money(amount: Any) -> str:
     """An amount as the API answers it (pounds, '1510.38') as the pages show money: '£1,510.38'."""
-    if amount is None or amount == "":
-        return ""
-    try:
-        pennies = int((Decimal(str(amount)) * 100).to_integral_value())
-    except (InvalidOperation, ValueError):
-        return str(amount)
+    pennies = pennies_of(amount)
+    if pennies is None:
+        return "" if amount is None else str(amount)
     return pounds(pennies)
 
 

@@ -11,7 +11,6 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import date
-from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
@@ -22,7 +21,7 @@ from cef_common import redact
 from cef_web.api import ApiProblem, ServiceClient, cef_api
 from cef_web.auth import Person, StaffUser
 from cef_web.errors import error_page
-from cef_web.templating import flash, pounds, render, safe_text, sentence
+from cef_web.templating import flash, pennies_of, pounds, render, safe_text, sentence
 
 router = APIRouter(prefix="/staff")
 
@@ -43,16 +42,6 @@ MESSAGE_MIN, MESSAGE_MAX = 10, 2000
 NOTE_MAX = 900
 REIDENTIFY_REASON_MIN, REIDENTIFY_REASON_MAX = 10, 1000
 AMOUNT = re.compile(r"^\d{1,12}(\.\d{1,2})?$")
-
-
-def _pennies(amount: Any) -> int | None:
-    """An API amount ("123.45") in pennies; None when there is none."""
-    if amount is None or amount == "":
-        return None
-    try:
-        return int((Decimal(str(amount)) * 100).to_integral_value())
-    except InvalidOperation:
-        return None
 
 
 def _is_invoice_id(value: str) -> bool:
@@ -94,8 +83,8 @@ class Tally:
             self.challenged += 1
             if challenge.get("overdue"):
                 self.overdue += 1
-        self.claimed += _pennies(item.get("claimed_amount")) or 0
-        self.expected += _pennies(item.get("expected_amount")) or 0
+        self.claimed += pennies_of(item.get("claimed_amount")) or 0
+        self.expected += pennies_of(item.get("expected_amount")) or 0
         self.reasons.update(item.get("reasons") or [])
 
 
@@ -153,7 +142,7 @@ async def queue(request: Request, person: StaffUser, cursor: str | None = None) 
         {
             "invoice": invoice,
             "tally": tallies[invoice["id"]],
-            "claimed_total": _pennies((invoice.get("summary") or {}).get("claimed_amount")),
+            "claimed_total": pennies_of((invoice.get("summary") or {}).get("claimed_amount")),
         }
         for invoice in invoices
     ]
@@ -260,7 +249,7 @@ async def _invoice_page(
         next_href=f"{base}{view.query(cursor=next_cursor)}" if next_cursor else None,
         errors=errors or {},
         values=values or {},
-        pennies=_pennies,
+        pennies=pennies_of,
     )
 
 
@@ -477,7 +466,7 @@ async def decide(
 
 
 def _money(amount: Any) -> str:
-    return pounds(_pennies(amount))
+    return pounds(pennies_of(amount))
 
 
 BULK_DECISIONS = {
