@@ -188,6 +188,16 @@ def test_sample_world_replays_exactly(system: dict[str, Any]) -> None:
                 refused.append(f"refused/{name}: HTTP {r.status_code} {r.text[:200]}")
         assert refused == []
 
+    assert_sample_outcomes(got_lines, got_summaries)
+
+    _assert_no_identifiers(system["db"])
+
+
+def assert_sample_outcomes(
+    got_lines: dict[tuple[str, str], dict[str, Any]], got_summaries: dict[str, dict[str, Any]]
+) -> None:
+    """Every line and invoice summary the system answered (lines by (invoice number, line_ref))
+    is exactly the sample's expected one, and there is no other."""
     mismatches = []
     expected_lines = _read_csv(SAMPLE / "expected" / "line_outcomes.csv")
     for want in expected_lines:
@@ -207,10 +217,10 @@ def test_sample_world_replays_exactly(system: dict[str, Any]) -> None:
     assert mismatches == []
     assert len(got_lines) == len(expected_lines)
     for want in _read_csv(SAMPLE / "expected" / "invoice_summaries.csv"):
-        got = got_summaries[want["invoice_number"]]
-        assert {k: str(v) for k, v in got.items()} == {k: v for k, v in want.items() if k != "invoice_number"}
-
-    _assert_no_identifiers(system["db"])
+        summary = got_summaries[want["invoice_number"]]
+        assert {k: str(v) for k, v in summary.items()} == {
+            k: v for k, v in want.items() if k != "invoice_number"
+        }
 
 
 def _identifiers() -> tuple[set[str], set[str], set[str]]:
