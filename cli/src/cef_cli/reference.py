@@ -124,9 +124,15 @@ def load(
             progress.remove_task(task)
             if response.status_code == 200:
                 body = response.json()
+                # What the version changed, when a reload kept rows of the one before.
+                changes = (
+                    f"; {body['added']:,} added, {body['retired']:,} retired, {body['kept']:,} unchanged"
+                    if body.get("kept")
+                    else ""
+                )
                 progress.console.print(
                     f"[green]✓[/] {path.name}: {body['rows']:,} rows → {dataset} version {body['version']} "
-                    f"({seconds:.1f} s)"
+                    f"({seconds:.1f} s{changes})"
                 )
             else:
                 failures += 1

@@ -20,6 +20,7 @@ from cef_api.invoices.workers import ValidationPool
 from cef_api.metrics import register_api_metrics
 from cef_api.queue import ValidationQueue, create_queue, recover_on_start, runner_kind
 from cef_api.reasons.router import router as reasons_router
+from cef_api.reference import fingerprints
 from cef_api.reference.router import router as reference_router
 from cef_api.reports.router import router as reports_router
 from cef_api.seed import seed_reference
@@ -66,6 +67,7 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractContextManager[
         app.state.tokeniser = tokeniser
         detokeniser = Detokeniser.from_settings(settings, app.state.service_tokens)
         app.state.detokeniser = detokeniser
+        app.state.fingerprint_key = fingerprints.key_from_settings(settings)
         worker: ValidationQueue | None = None
         if settings.worker_enabled:
             # This node runs jobs itself with the in-process runner always, with procrastinate
@@ -79,7 +81,11 @@ def _lifespan(settings: Settings) -> Callable[[FastAPI], AbstractContextManager[
         recover_on_start(engine, settings, worker)
         if settings.seed_reference_dir is not None:
             seed_reference(
-                engine, tokeniser, settings.seed_reference_dir, settings.seed_tokeniser_wait_seconds
+                engine,
+                tokeniser,
+                settings.seed_reference_dir,
+                settings.seed_tokeniser_wait_seconds,
+                fingerprint_key=app.state.fingerprint_key,
             )
         if worker is not None:
             worker.start()

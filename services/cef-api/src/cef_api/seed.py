@@ -22,7 +22,12 @@ SEED_PRINCIPAL = Principal(
 
 
 def seed_reference(
-    engine: Engine, tokeniser: TokeniserClient, directory: Path, wait_seconds: float
+    engine: Engine,
+    tokeniser: TokeniserClient,
+    directory: Path,
+    wait_seconds: float,
+    *,
+    fingerprint_key: bytes | None = None,
 ) -> list[str]:
     """Loads every reference file found in `directory` unless reference data was ever loaded."""
     with Session(engine) as session:
@@ -42,6 +47,7 @@ def seed_reference(
             tokeniser=tokeniser,
             principal=SEED_PRINCIPAL,
             actor=SEED_PRINCIPAL.sub,
+            fingerprint_key=fingerprint_key,
         )
         log.info("reference_seeded", dataset=dataset, rows=result.rows, version=result.version)
         loaded.append(dataset)

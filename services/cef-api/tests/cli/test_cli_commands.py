@@ -64,3 +64,16 @@ def test_reference_load_reports_each_bad_file(served: str, data_dir: Path, tmp_p
     assert "providers.csv" in result.output
     assert "line 2" in result.output
     assert "tariff.csv: " in result.output
+
+
+def test_a_reload_says_what_it_changed(served: str, data_dir: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["reference", "load", str(DEMO / "reference"), "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    month = tmp_path / "ref"
+    month.mkdir()
+    header, first, *rest = (DEMO / "reference" / "patients.csv").read_bytes().splitlines(keepends=True)
+    (month / "patients.csv").write_bytes(b"".join([header, *rest]))
+    result = runner.invoke(app, ["reference", "load", str(month), "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    assert f"0 added, 1 retired, {len(rest):,} unchanged" in " ".join(result.output.split())

@@ -81,7 +81,15 @@ async def test_a_new_load_replaces_the_dataset(api: Api, world: generate_world.W
     r = await api.client.put(
         "/v1/reference/providers", content=body, headers={**api.h("reference:write"), **CSV}
     )
-    assert r.json() == {"dataset": "providers", "rows": 1, "version": 2, "key_version": None}
+    assert r.json() == {
+        "dataset": "providers",
+        "rows": 1,
+        "version": 2,
+        "key_version": None,
+        "added": 1,
+        "kept": 0,
+        "retired": len(world.providers),
+    }
     with api.app.state.engine.connect() as conn:
         rows = list(conn.execute(sa.text("SELECT version, provider_code FROM ref_provider")))
     assert rows == [(2, "RTR")]

@@ -1,9 +1,11 @@
-"""Tables of the reference data; every row belongs to one version of its dataset."""
+"""Tables of the reference data. A row is in force from the version of its dataset that added it
+until the version that retired it (migration 0011): a reload writes only what changed."""
 
 from __future__ import annotations
 
 from datetime import date, datetime
 
+from sqlalchemy import LargeBinary
 from sqlmodel import Field, SQLModel
 
 
@@ -23,56 +25,56 @@ class ReferenceVersion(SQLModel, table=True):
     loaded_by: str = Field(max_length=200)
 
 
-class RefGpPractice(SQLModel, table=True):
-    __tablename__ = "ref_gp_practice"
+class RefRow(SQLModel):
+    """What every reference row has: its place among the versions, and the fingerprint of the
+    record it was read from (large datasets only; see `reference.fingerprints`)."""
 
     id: int | None = Field(default=None, primary_key=True)
-    version: int
+    version: int  # the version that added the row
+    retired_in: int | None = None  # the first version the row is not in force in; None: in force
+    fingerprint: bytes | None = Field(default=None, sa_type=LargeBinary(16))
+
+
+class RefGpPractice(RefRow, table=True):
+    __tablename__ = "ref_gp_practice"
+
     gp_practice_code: str = Field(max_length=12)
     name: str = Field(max_length=200)
     commissioner_code: str | None = Field(default=None, max_length=12)
     status: str = Field(max_length=4)
 
 
-class RefPatient(SQLModel, table=True):
+class RefPatient(RefRow, table=True):
     """A patient of the trace as the CEF holds it: tokens and the postcode district only."""
 
     __tablename__ = "ref_patient"
 
-    id: int | None = Field(default=None, primary_key=True)
-    version: int
     nhs_token: str = Field(max_length=128)
     dob_token: str | None = Field(default=None, max_length=128)
     outward_code: str | None = Field(default=None, max_length=8)
 
 
-class RefRegistration(SQLModel, table=True):
+class RefRegistration(RefRow, table=True):
     __tablename__ = "ref_registration"
 
-    id: int | None = Field(default=None, primary_key=True)
-    version: int
     nhs_token: str = Field(max_length=128)
     gp_practice_code: str = Field(max_length=12)
     registered_from: date
     registered_to: date | None = None
 
 
-class RefPostcodeDistrict(SQLModel, table=True):
+class RefPostcodeDistrict(RefRow, table=True):
     __tablename__ = "ref_postcode_district"
 
-    id: int | None = Field(default=None, primary_key=True)
-    version: int
     postcode_district: str = Field(max_length=8)
     commissioner_code: str = Field(max_length=12)
 
 
-class RefTariff(SQLModel, table=True):
+class RefTariff(RefRow, table=True):
     """Prices are kept as decimal strings so that they round-trip exactly on every database."""
 
     __tablename__ = "ref_tariff"
 
-    id: int | None = Field(default=None, primary_key=True)
-    version: int
     hrg_code: str = Field(max_length=12)
     hrg_name: str = Field(max_length=300)
     point_of_delivery: str = Field(max_length=8)
@@ -81,21 +83,17 @@ class RefTariff(SQLModel, table=True):
     excess_bed_day_price: str = Field(max_length=20)
 
 
-class RefProvider(SQLModel, table=True):
+class RefProvider(RefRow, table=True):
     __tablename__ = "ref_provider"
 
-    id: int | None = Field(default=None, primary_key=True)
-    version: int
     provider_code: str = Field(max_length=12)
     name: str = Field(max_length=200)
     market_forces_factor: str = Field(max_length=20)
 
 
-class RefSpecialisedService(SQLModel, table=True):
+class RefSpecialisedService(RefRow, table=True):
     __tablename__ = "ref_specialised_service"
 
-    id: int | None = Field(default=None, primary_key=True)
-    version: int
     service_code: str = Field(max_length=20)
     name: str = Field(max_length=300)
     commissioner_code: str = Field(max_length=12)
@@ -104,13 +102,11 @@ class RefSpecialisedService(SQLModel, table=True):
 # v2 datasets (migration 0008). Dates are inclusive; a blank `to` (valid_to None) is open.
 
 
-class RefOriginatingCommissioner(SQLModel, table=True):
+class RefOriginatingCommissioner(RefRow, table=True):
     """Who placed a patient under s117 aftercare or continuing healthcare; the patient by token only."""
 
     __tablename__ = "ref_originating_commissioner"
 
-    id: int | None = Field(default=None, primary_key=True)
-    version: int
     nhs_token: str = Field(max_length=128)
     care_basis: str = Field(max_length=8)
     commissioner_code: str = Field(max_length=12)
@@ -118,33 +114,27 @@ class RefOriginatingCommissioner(SQLModel, table=True):
     valid_to: date | None = None
 
 
-class RefDevolvedDistrict(SQLModel, table=True):
+class RefDevolvedDistrict(RefRow, table=True):
     __tablename__ = "ref_devolved_district"
 
-    id: int | None = Field(default=None, primary_key=True)
-    version: int
     postcode_district: str = Field(max_length=8)
     nation: str = Field(max_length=2)
 
 
-class RefContract(SQLModel, table=True):
+class RefContract(RefRow, table=True):
     __tablename__ = "ref_contract"
 
-    id: int | None = Field(default=None, primary_key=True)
-    version: int
     commissioner_code: str = Field(max_length=12)
     provider_code: str = Field(max_length=12)
     valid_from: date
     valid_to: date | None = None
 
 
-class RefPriorApproval(SQLModel, table=True):
+class RefPriorApproval(RefRow, table=True):
     """An approval for activity without a contract; the patient by token only."""
 
     __tablename__ = "ref_prior_approval"
 
-    id: int | None = Field(default=None, primary_key=True)
-    version: int
     commissioner_code: str = Field(max_length=12)
     reference: str = Field(max_length=40)
     nhs_token: str = Field(max_length=128)

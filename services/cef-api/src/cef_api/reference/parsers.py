@@ -14,7 +14,7 @@ from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from cef_api.validation.nhs_number import normalise_nhs_number
 from cef_api.validation.postcode import outward_code
@@ -394,11 +394,26 @@ def _as_tuple(row: Any) -> tuple[Any, ...]:
     return tuple(getattr(row, name) for name in row.__slots__)
 
 
+class RecordFilter(Protocol):
+    """Chooses the records of a file to parse (see `reference.fingerprints`): told the header row,
+    then asked about each record of the right width; a record it turns down is left out unread."""
+
+    def start(self, header: list[str]) -> None: ...
+
+    def admit(self, record: list[str]) -> bool: ...
+
+
 def _table_chunks(
-    dataset: str, text: io.TextIOWrapper, fmt: _TableFormat, chunk_rows: int, check_repeats: bool
+    dataset: str,
+    text: io.TextIOWrapper,
+    fmt: _TableFormat,
+    chunk_rows: int,
+    check_repeats: bool,
+    only: RecordFilter | None = None,
 ) -> Iterator[list[tuple[Any, ...]]]:
     """The rows as tuples, `chunk_rows` at a time. Once a problem is found no chunk follows: the rest
-    of the file is still checked, for its first problems, and ReferenceFileError ends the iteration."""
+    of the file is still checked, for its first problems, and ReferenceFileError ends the iteration.
+    With `only`, the records it turns down are neither parsed nor given."""
     problems = _Problems(dataset)
     records = _records(dataset, text)
     header_line, header = next(records, (1, []))
@@ -420,6 +435,8 @@ def _table_chunks(
             f"(needed: {', '.join(fmt.columns)})",
         )
     width = len(names)
+    if only is not None:
+        only.start(header)
     fast = fmt.fast(positions) if fmt.fast is not None else None
     key_of = fmt.key
     rows: list[tuple[Any, ...]] = []
@@ -428,6 +445,8 @@ def _table_chunks(
     for line, record in records:
         if len(record) != width:
             problems.add(line, None, f"has {len(record)} fields where the header row has {width}")
+            continue
+        if only is not None and not only.admit(record):
             continue
         row = fast(record) if fast is not None else None
         if row is None:
@@ -801,26 +820,41 @@ def parse_dataset(dataset: str, data: bytes) -> list[Any]:
 
 
 def parse_chunks(
-    dataset: str, data: bytes, chunk_rows: int = 200_000, *, check_repeats: bool = True
+    dataset: str,
+    data: bytes,
+    chunk_rows: int = 200_000,
+    *,
+    check_repeats: bool = True,
+    only: RecordFilter | None = None,
 ) -> Iterator[list[tuple[Any, ...]]]:
     """`parse_dataset` for files of millions of rows: the rows as tuples of their row type's fields
     (`ROW_TYPES`), `chunk_rows` at a time, as the file is read. The whole file is still checked
     before it is accepted: no chunk follows the first problem, and ReferenceFileError (with the
     file's first problems, as `parse_dataset` gives them) ends the iteration. A caller keeps nothing
     of the chunks it was given before that error. `check_repeats=False` leaves finding two rows of
-    one key to the caller (who must then parse again with it to refuse the file as it should be)."""
+    one key to the caller (who must then parse again with it to refuse the file as it should be).
+    `only` (a file with a header row, and `check_repeats=False`) leaves out the records it turns
+    down: the file is then checked but for them, and a caller must read it whole to be told the
+    problems of a refused file as a whole read tells them."""
     if dataset not in DATASETS:
         # Not quoted: the name is the caller's text (a path segment).
         raise UnknownDatasetError(f"Unknown reference dataset; use one of {', '.join(DATASETS)}.")
     if not data.strip():
         raise _Problems(dataset).refuse(1, None, "is empty")
+    if only is not None and (dataset == "gp-practices" or check_repeats):
+        raise ValueError("only a file with a header row, its repeats left to the caller, can be filtered")
     if dataset == "gp-practices":
         rows = [_as_tuple(r) for r in _parse_epraccur(dataset, _decode(dataset, data, latin1_fallback=True))]
         for start in range(0, len(rows), chunk_rows):
             yield rows[start : start + chunk_rows]
         return
     yield from _table_chunks(
-        dataset, _decode(dataset, data, latin1_fallback=False), _TABLES[dataset], chunk_rows, check_repeats
+        dataset,
+        _decode(dataset, data, latin1_fallback=False),
+        _TABLES[dataset],
+        chunk_rows,
+        check_repeats,
+        only,
     )
 
 

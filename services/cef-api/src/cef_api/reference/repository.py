@@ -54,6 +54,13 @@ def table_of(dataset: str) -> sa.Table:
     return table
 
 
+def in_force(table: sa.Table, version: int) -> sa.ColumnElement[bool]:
+    """The rows of `table` in force at `version`: added by it or before, and not retired by then."""
+    return sa.and_(
+        table.c.version <= version, sa.or_(table.c.retired_in.is_(None), table.c.retired_in > version)
+    )
+
+
 def current_versions(session: Session) -> dict[str, ReferenceVersion]:
     """The version in force of every dataset ever loaded."""
     latest = sa.select(V.dataset, sa.func.max(V.version).label("v")).group_by(V.dataset).subquery()
@@ -81,7 +88,7 @@ def next_version(session: Session, dataset: str) -> int:
 def insert_rows(
     session: Session, dataset: str, version: int, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
 ) -> None:
-    """Bulk-inserts a version's rows (tuples in `columns` order, without the version), straight to
+    """Bulk-inserts the rows a version adds (tuples in `columns` order, without the version), straight to
     the driver: at millions of rows SQLAlchemy's per-row parameter handling would cost more than the
     database does. PostgreSQL takes them by COPY; SQLite by executemany in the caller's transaction,
     with a page cache large enough that the token index is not written over and over."""
@@ -137,33 +144,73 @@ def _with_iso_dates(
         yield tuple(values)
 
 
+def retire_rows(session: Session, dataset: str, version: int, ids: Iterable[int]) -> int:
+    """Retires the rows of these ids as of `version` (their records left the file)."""
+    table = table_of(dataset)
+    ids = sorted(ids)
+    retired = 0
+    for start in range(0, len(ids), IN_CHUNK):
+        stmt = (
+            sa.update(table).where(table.c.id.in_(ids[start : start + IN_CHUNK])).values(retired_in=version)
+        )
+        retired += int(cast("sa.CursorResult[Any]", session.execute(stmt)).rowcount or 0)
+    return retired
+
+
+def retire_in_force(
+    session: Session, dataset: str, version: int, *, unfingerprinted_only: bool = False
+) -> int:
+    """Retires as of `version` every row in force (a file replacing the dataset whole), or only those
+    with no fingerprint (a reload cannot recognise their records: they are read again)."""
+    table = table_of(dataset)
+    stmt = sa.update(table).where(table.c.retired_in.is_(None)).values(retired_in=version)
+    if unfingerprinted_only:
+        stmt = stmt.where(table.c.fingerprint.is_(None))
+    return int(cast("sa.CursorResult[Any]", session.execute(stmt)).rowcount or 0)
+
+
+def fingerprints_in_force(session: Session, dataset: str) -> dict[bytes, int]:
+    """Fingerprint → row id of the rows in force that have one, read through the driver (millions
+    of rows: SQLAlchemy's per-row handling would cost more than the database does)."""
+    table = table_of(dataset)
+    raw = session.connection().connection.driver_connection
+    assert raw is not None, "a connection in a transaction has its driver connection"
+    cursor = raw.cursor()
+    try:
+        cursor.execute(
+            f"SELECT fingerprint, id FROM {table.name} WHERE retired_in IS NULL AND fingerprint IS NOT NULL"
+        )
+        known: dict[bytes, int] = {}
+        while batch := cursor.fetchmany(INSERT_CHUNK):
+            known.update((bytes(fingerprint), row_id) for fingerprint, row_id in batch)
+        return known
+    finally:
+        cursor.close()
+
+
 def delete_versions(session: Session, dataset: str, keep: Iterable[int], limit: int | None = None) -> int:
-    """Deletes every version of `dataset` not in `keep` (rows and their version records); with `limit`,
-    at most that many rows, a version at a time through the `(version, …)` index, and a version's
-    record only once none of its rows is left."""
+    """Deletes the rows of `dataset` in force at no version in `keep` (retired rows only: a row in
+    force now is in force at the current version), then, once none is left, the records of the
+    versions not in `keep`; with `limit`, at most that many rows. The rows deleted."""
     keep = sorted(set(keep))
     table = table_of(dataset)
+    unread = sa.and_(
+        table.c.retired_in.is_not(None),
+        *(sa.not_(sa.and_(table.c.version <= k, table.c.retired_in > k)) for k in keep),
+    )
     if limit is None:
-        stmt = sa.delete(table).where(table.c.version.not_in(keep))
-        deleted = int(cast("sa.CursorResult[Any]", session.execute(stmt)).rowcount or 0)
+        stmt = sa.delete(table).where(unread)
+    else:
+        stmt = sa.delete(table).where(table.c.id.in_(sa.select(table.c.id).where(unread).limit(limit)))
+    deleted = int(cast("sa.CursorResult[Any]", session.execute(stmt)).rowcount or 0)
+    if limit is None or not deleted:
         session.execute(sa.delete(ReferenceVersion).where(V.dataset == dataset, V.version.not_in(keep)))
-        return deleted
-    superseded = session.execute(
-        sa.select(V.version).where(V.dataset == dataset, V.version.not_in(keep)).order_by(V.version)
-    ).scalars()
-    for version in list(superseded):
-        batch = sa.select(table.c.id).where(table.c.version == version).limit(limit)
-        stmt = sa.delete(table).where(table.c.id.in_(batch))
-        deleted = int(cast("sa.CursorResult[Any]", session.execute(stmt)).rowcount or 0)
-        if deleted:
-            return deleted
-        session.execute(sa.delete(ReferenceVersion).where(V.dataset == dataset, V.version == version))
-    return 0
+    return deleted
 
 
 def all_rows(session: Session, dataset: str, version: int, columns: Sequence[str]) -> list[sa.Row[Any]]:
     table = table_of(dataset)
-    stmt = sa.select(*(table.c[name] for name in columns)).where(table.c.version == version)
+    stmt = sa.select(*(table.c[name] for name in columns)).where(in_force(table, version))
     return list(session.execute(stmt))
 
 
@@ -176,7 +223,7 @@ def rows_for_tokens(
     cols = [table.c[name] for name in columns]
     for start in range(0, len(tokens), IN_CHUNK):
         chunk = tokens[start : start + IN_CHUNK]
-        stmt = sa.select(*cols).where(table.c.version == version, table.c.nhs_token.in_(chunk))
+        stmt = sa.select(*cols).where(in_force(table, version), table.c.nhs_token.in_(chunk))
         out.extend(session.execute(stmt))
     return out
 
@@ -190,7 +237,7 @@ def commissioner_known(session: Session, versions: dict[str, ReferenceVersion], 
         table = table_of(dataset)
         stmt = (
             sa.select(sa.literal(1))
-            .where(table.c.version == current.version, table.c.commissioner_code == code)
+            .where(in_force(table, current.version), table.c.commissioner_code == code)
             .limit(1)
         )
         if session.execute(stmt).first() is not None:
@@ -205,7 +252,7 @@ def provider_known(session: Session, versions: dict[str, ReferenceVersion], code
     table = table_of("providers")
     stmt = (
         sa.select(sa.literal(1))
-        .where(table.c.version == current.version, table.c.provider_code == code)
+        .where(in_force(table, current.version), table.c.provider_code == code)
         .limit(1)
     )
     return session.execute(stmt).first() is not None

@@ -34,6 +34,7 @@ def load_and_commit(
     tokeniser: TokeniserClient,
     principal: Principal | None,
     actor: str,
+    fingerprint_key: bytes | None = None,
 ) -> service.LoadResult:
     """One load in its own transaction (a refused load is audited in another); then the versions it
     superseded are deleted, unless an open invoice reads them, a batch at a time."""
@@ -48,6 +49,7 @@ def load_and_commit(
                 actor=actor,
                 # For the operator of a large load: how far it is (counts only).
                 progress=lambda rows: log.info("reference_load_progress", dataset=dataset, rows=rows),
+                fingerprint_key=fingerprint_key,
             )
             session.commit()
     except AppError as exc:
@@ -111,9 +113,16 @@ async def put_dataset(dataset: str, request: Request, principal: Writer) -> Load
         tokeniser=request.app.state.tokeniser,
         principal=principal,
         actor=principal.sub,
+        fingerprint_key=request.app.state.fingerprint_key,
     )
     return LoadOut(
-        dataset=result.dataset, rows=result.rows, version=result.version, key_version=result.key_version
+        dataset=result.dataset,
+        rows=result.rows,
+        version=result.version,
+        key_version=result.key_version,
+        added=result.added,
+        kept=result.kept,
+        retired=result.retired,
     )
 
 

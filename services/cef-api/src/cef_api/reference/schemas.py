@@ -12,14 +12,29 @@ from cef_common.openapi import model_examples
 class LoadOut(BaseModel):
     model_config = ConfigDict(
         json_schema_extra=model_examples(
-            [{"dataset": "patients", "rows": 1200, "version": 3, "key_version": 1}]
+            [
+                {
+                    "dataset": "patients",
+                    "rows": 1200,
+                    "version": 3,
+                    "key_version": 1,
+                    "added": 24,
+                    "kept": 1176,
+                    "retired": 21,
+                }
+            ]
         )
     )
 
     dataset: str
-    rows: int
+    rows: int  # in force in the new version
     version: int
     key_version: int | None = None
+    # What the load changed: rows read from new records, rows of the version before that stand as
+    # they were (a reload recognises their records), and rows of the version before it took out.
+    added: int
+    kept: int
+    retired: int
 
 
 class DatasetOut(BaseModel):

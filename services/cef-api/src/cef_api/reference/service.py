@@ -22,6 +22,7 @@ from sqlmodel import Session
 from cef_api.invoices.models import Invoice, InvoiceStatus
 from cef_api.locks import transaction_lock
 from cef_api.reference import repository
+from cef_api.reference.fingerprints import Fingerprints, Recognised, one_record_a_line
 from cef_api.reference.models import ReferenceVersion
 from cef_api.reference.parsers import DATASETS, ROW_TYPES, ReferenceFileError, parse_chunks
 from cef_api.tokeniser_client import Kind, TokeniserClient
@@ -49,6 +50,9 @@ class LoadResult:
     version: int
     key_version: int | None
     dob_key_version: int | None = None
+    added: int = 0  # rows read from the file's new records
+    kept: int = 0  # rows of the version before, standing as they were
+    retired: int = 0  # rows of the version before, no longer in force
 
 
 def _require_dataset(dataset: str) -> None:
@@ -161,14 +165,22 @@ def _rows_for_storage(
     tokeniser: TokeniserClient,
     key_version: int | None,
     progress: Callable[[int], None] | None = None,
+    *,
+    fingerprints: Fingerprints | None = None,
+    dob_key_version: int | None = None,
+    kept: int = 0,
 ) -> tuple[list[str], list[tuple[Any, ...]], int | None, int | None]:
     """The table's columns and rows of a file, the whole file checked first (ReferenceFileError).
 
     Parsed a chunk at a time; each chunk's distinct NHS numbers and dates of birth are tokenised in
-    a second thread while the next chunk is parsed (the tokeniser works in its own process)."""
+    a second thread while the next chunk is parsed (the tokeniser works in its own process). With
+    `fingerprints` (a large dataset's file of one record a line), each row made ends with its
+    record's fingerprint (the `fingerprint` column). `kept`: rows a reload keeps, for `progress`."""
     columns, at = _storage_columns(dataset)
     large = dataset in LARGE_DATASETS
-    chunks = parse_chunks(dataset, data, CHUNK_ROWS, check_repeats=not large)
+    chunks = parse_chunks(dataset, data, CHUNK_ROWS, check_repeats=not large, only=fingerprints)
+    if fingerprints is not None:
+        columns = [*columns, "fingerprint"]
     if at is None:
         return (
             columns,
@@ -177,7 +189,7 @@ def _rows_for_storage(
             None,
         )
     nhs = _Tokens(tokeniser, "nhs_number", key_version)
-    dob = _Tokens(tokeniser, "date_of_birth", None)
+    dob = _Tokens(tokeniser, "date_of_birth", dob_key_version)
     patients = dataset == "patients"
 
     def tokens(chunk: list[tuple[Any, ...]]) -> tuple[dict[Any, str | None], dict[Any, str | None]]:
@@ -189,9 +201,13 @@ def _rows_for_storage(
         _refused(dataset, "nhs_number", chunk, at, found[0], first)
         if patients:
             _refused(dataset, "date_of_birth", chunk, 1, found[1], first)
-        rows.extend(_stored_chunk(dataset, chunk, at, *found))
+        stored = _stored_chunk(dataset, chunk, at, *found)
+        if fingerprints is not None:
+            made = fingerprints.fingerprints[len(rows) : len(rows) + len(stored)]
+            stored = [(*row, fingerprint) for row, fingerprint in zip(stored, made, strict=True)]
+        rows.extend(stored)
         if progress is not None:
-            progress(len(rows))
+            progress(kept + len(rows))
 
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="reference-tokenise") as pool:
@@ -210,8 +226,8 @@ def _rows_for_storage(
                 store(pending[0], pending[1], pending[2].result())
     except ReferenceFileError:
         if large:
-            # Refused without its repeats among the problems: parsed again with them, to be refused
-            # with the same first problems as a file parsed whole.
+            # Refused without its repeats among the problems (or with records left out): parsed
+            # again whole with them, to be refused with the same first problems as a whole file.
             rows.clear()
             for _ in parse_chunks(dataset, data, CHUNK_ROWS):
                 pass
@@ -219,6 +235,27 @@ def _rows_for_storage(
     if large:
         _check_repeats(dataset, data, rows)
     return columns, rows, nhs.key_version if rows else None, dob.key_version if patients and rows else None
+
+
+def _repeats_a_kept_row(
+    session: Session, dataset: str, rows: list[tuple[Any, ...]], retiring: set[int]
+) -> bool:
+    """Whether a row a reload adds has the key of a row it keeps (a record repeated in the file, or
+    two records of one key of which the version in force holds one). The keys start with the NHS
+    number's token, so the rows in force are read by token (indexed), a chunk at a time."""
+    width = 1 if dataset == "patients" else 3
+    table = repository.table_of(dataset)
+    key_columns = [table.c[name] for name in _storage_columns(dataset)[0][:width]]
+    added = {row[:width] for row in rows}
+    tokens = sorted({row[0] for row in rows})
+    for start in range(0, len(tokens), repository.IN_CHUNK):
+        stmt = sa.select(table.c.id, *key_columns).where(
+            table.c.retired_in.is_(None), table.c.nhs_token.in_(tokens[start : start + repository.IN_CHUNK])
+        )
+        for found in session.execute(stmt):
+            if found[0] not in retiring and tuple(found[1:]) in added:
+                return True
+    return False
 
 
 def _check_repeats(dataset: str, data: bytes, rows: list[tuple[Any, ...]]) -> None:
@@ -300,8 +337,13 @@ def load_dataset(
     principal: Principal | None,
     actor: str,
     progress: Callable[[int], None] | None = None,
+    fingerprint_key: bytes | None = None,
 ) -> LoadResult:
     """Checks every row, tokenises, and replaces the dataset as a new version in the caller's transaction.
+
+    With `fingerprint_key`, a large dataset's reload keeps the rows of the records the version in
+    force holds (recognised by their fingerprints, `reference.fingerprints`), and parses, tokenises
+    and writes only the records that are new; the rows of records that left the file are retired.
 
     A bad file raises before anything is written; the caller's transaction makes the swap atomic.
     The superseded version is left for `prune_in_batches`, once the caller has committed.
@@ -310,20 +352,68 @@ def load_dataset(
     _require_dataset(dataset)
     versions = repository.current_versions(session)
     key_version = _patient_key_version(versions, dataset) if dataset in TOKENISED_DATASETS else None
+    dob_key_version: int | None = None
+    current = versions.get(dataset)
+    # Read now: the version records are expired with the snapshot below.
+    based_on = current.version if current is not None else None
+    fingerprints: Fingerprints | None = None
+    recognised: Recognised | None = None
+    if fingerprint_key is not None and dataset in LARGE_DATASETS and one_record_a_line(data):
+        fingerprints = Fingerprints(fingerprint_key, dataset)
+        # The rows a reload keeps have the tokens of the version in force: what it adds must be made
+        # under the same keys, which must be those every other patient dataset is joined on.
+        if current is not None and key_version in (None, current.key_version):
+            known = repository.fingerprints_in_force(session, dataset)
+            if known:
+                recognised = fingerprints.recognise(data, known)
+            del known
+            if recognised is not None:
+                key_version, dob_key_version = current.key_version, current.dob_key_version
     # The snapshot read above must not be the one the write starts from (SQLite would refuse to
     # upgrade it once another writer has committed meanwhile): the write begins afresh below.
     session.rollback()
-    columns, rows, made_under, dob_made_under = _rows_for_storage(
-        dataset, data, tokeniser, key_version, progress
-    )
+    kept = recognised.kept if recognised is not None else 0
+    try:
+        columns, rows, made_under, dob_made_under = _rows_for_storage(
+            dataset,
+            recognised.rest if recognised is not None else data,
+            tokeniser,
+            key_version,
+            progress,
+            fingerprints=fingerprints,
+            dob_key_version=dob_key_version,
+            kept=kept,
+        )
+        if (
+            recognised is not None
+            and rows
+            and _repeats_a_kept_row(session, dataset, rows, recognised.retiring)
+        ):
+            raise _ReadWhole
+        session.rollback()
+    except (_ReadWhole, Unprocessable) as exc:
+        if recognised is None or (isinstance(exc, Unprocessable) and exc.code != "reference-file-invalid"):
+            raise
+        # A problem in a reload that left records out: the whole file is read to be refused with
+        # the problems, and the lines, a whole read finds.
+        rows = []
+        _rows_for_storage(dataset, data, tokeniser, key_version, dob_key_version=dob_key_version)
+        raise RuntimeError(f"{dataset}: a reload found a problem the whole file does not have") from exc
+    keeping = recognised is not None
+    if keeping:
+        # The rows kept keep their tokens' key versions (a reload adding nothing makes no tokens).
+        made_under, dob_made_under = key_version, dob_key_version
     transaction_lock(session, f"reference:{dataset}")
     version = repository.next_version(session, dataset)
+    if keeping and based_on is not None and version != based_on + 1:
+        # The rows this reload keeps were read from a version another load has since replaced.
+        raise _conflict(dataset)
     try:
         session.add(
             ReferenceVersion(
                 dataset=dataset,
                 version=version,
-                rows=len(rows),
+                rows=kept + len(rows),
                 key_version=made_under,
                 dob_key_version=dob_made_under,
                 loaded_at=datetime.now(UTC),
@@ -332,12 +422,18 @@ def load_dataset(
         )
         session.flush()
     except IntegrityError:
-        raise Conflict(
-            f"another load of {dataset} finished first; send this one again to replace it",
-            code="reference-load-conflict",
-        ) from None
+        raise _conflict(dataset) from None
+    if keeping:
+        # The rows whose records left the file, and those no fingerprint could recognise (stored
+        # before fingerprints were): their records, if still in the file, are among those added.
+        assert recognised is not None
+        retired = repository.retire_rows(session, dataset, version, recognised.retiring)
+        retired += repository.retire_in_force(session, dataset, version, unfingerprinted_only=True)
+    else:
+        retired = repository.retire_in_force(session, dataset, version)
     repository.insert_rows(session, dataset, version, columns, rows)
-    count = len(rows)
+    count = kept + len(rows)
+    added = len(rows)
     del rows  # the largest thing held: not kept through the commit
     record_event(
         session,
@@ -354,16 +450,41 @@ def load_dataset(
                 "version": version,
                 "key_version": made_under,
                 "dob_key_version": dob_made_under,
+                "added": added,
+                "kept": kept,
+                "retired": retired,
             },
         ),
     )
-    log.info("reference_loaded", dataset=dataset, rows=count, version=version)
+    log.info(
+        "reference_loaded",
+        dataset=dataset,
+        rows=count,
+        added=added,
+        kept=kept,
+        retired=retired,
+        version=version,
+    )
     return LoadResult(
         dataset=dataset,
         rows=count,
         version=version,
         key_version=made_under,
         dob_key_version=dob_made_under,
+        added=added,
+        kept=kept,
+        retired=retired,
+    )
+
+
+class _ReadWhole(Exception):
+    """A reload's file has a problem among records it left out: it is read whole to be refused."""
+
+
+def _conflict(dataset: str) -> Conflict:
+    return Conflict(
+        f"another load of {dataset} finished first; send this one again to replace it",
+        code="reference-load-conflict",
     )
 
 
