@@ -24,6 +24,7 @@ the reload is pinned to). Everything else is read as in a first load.
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass, field
 
 import structlog
@@ -57,6 +58,13 @@ def key_from_settings(settings: Settings) -> bytes | None:
     return derive_key(ring.current.key)
 
 
+def file_digest(key: bytes, dataset: str, data: bytes) -> bytes:
+    """A keyed digest of a whole file of a dataset (one read of the bytes, in C)."""
+    whole = hashlib.blake2b(b"\x1e".join((PARSER_REVISION, dataset.encode(), b"")), key=key, digest_size=32)
+    whole.update(data)
+    return whole.digest()
+
+
 def one_record_a_line(data: bytes) -> bool:
     """Whether every record of the file is one line (see the module's description)."""
     return b'"' not in data and data.count(b"\r") == data.count(b"\r\n")
@@ -75,8 +83,9 @@ class Fingerprints:
     """The fingerprints of one file's records.
 
     `recognise` (a reload) finds, over the file's bytes, the lines whose fingerprints the version in
-    force holds. The parser then calls `start` with the header row and `admit` with each record it
-    reads; `fingerprints` gets each record's digest, in the order the rows are made."""
+    force holds (and takes them out of the map it is given). The parser then calls `start` with
+    the header row and `admit` with each record it reads; `fingerprints` gets each record's
+    digest, in the order the rows are made (the reader takes them as it makes the rows)."""
 
     def __init__(self, key: bytes, dataset: str) -> None:
         self._key = key
@@ -100,29 +109,26 @@ class Fingerprints:
 
     def recognise(self, data: bytes, known: dict[bytes, int]) -> Recognised | None:
         """The file less the lines whose fingerprints `known` (fingerprint → row id of the rows in
-        force) holds; None when it cannot be told line by line (not one record a line, or a line
-        written twice: such a file is read whole)."""
+        force) holds, read a line at a time; None when the file is not one record a line (it is then
+        read whole). Each line recognised takes its fingerprint out of `known`, so a line written
+        twice is recognised once: the second is read, and refused as a repeat of the first."""
         if not one_record_a_line(data):
             return None
-        lines = data.split(b"\n")
-        header = lines[0].removesuffix(b"\r")
+        lines = io.BytesIO(data)
+        first = lines.readline()
         # The parser reads the header after the byte order mark, as the lines are written.
-        file_key = self._keyed_by(header.removeprefix(b"\xef\xbb\xbf"))
-        digest = hashlib.blake2b
-        digests = [
-            digest(line.removesuffix(b"\r"), key=file_key, digest_size=DIGEST_BYTES).digest()
-            if line and line != b"\r"
-            else None  # a blank line: no record
-            for line in lines[1:]
-        ]
-        found = set(digests)
-        found.discard(None)
-        if len(found) != sum(1 for d in digests if d is not None):
-            return None
-        hits = known.keys() & found
-        rest = [lines[0], *(line for line, d in zip(lines[1:], digests, strict=True) if d not in hits)]
-        return Recognised(
-            rest=b"\n".join(rest),
-            kept=len(hits),
-            retiring={known[d] for d in known.keys() - hits},
-        )
+        header = first.removesuffix(b"\n").removesuffix(b"\r").removeprefix(b"\xef\xbb\xbf")
+        file_key = self._keyed_by(header)
+        digest, take = hashlib.blake2b, known.pop
+        rest = [first]
+        kept = 0
+        for line in lines:
+            record = line.removesuffix(b"\n").removesuffix(b"\r")
+            if (
+                record
+                and take(digest(record, key=file_key, digest_size=DIGEST_BYTES).digest(), None) is not None
+            ):
+                kept += 1
+            else:
+                rest.append(line)  # new, changed, or blank (no record)
+        return Recognised(rest=b"".join(rest), kept=kept, retiring=set(known.values()))

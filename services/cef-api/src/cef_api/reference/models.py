@@ -23,6 +23,9 @@ class ReferenceVersion(SQLModel, table=True):
     dob_key_version: int | None = None  # date_of_birth
     loaded_at: datetime
     loaded_by: str = Field(max_length=200)
+    # A keyed digest of the file it was read from (`fingerprints.file_digest`): the same file sent
+    # again is recognised whole. None before migration 0011, or without a fingerprint key.
+    file_digest: bytes | None = Field(default=None, sa_type=LargeBinary(32))
 
 
 class RefRow(SQLModel):

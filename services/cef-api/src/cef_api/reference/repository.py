@@ -182,7 +182,10 @@ def fingerprints_in_force(session: Session, dataset: str) -> dict[bytes, int]:
         )
         known: dict[bytes, int] = {}
         while batch := cursor.fetchmany(INSERT_CHUNK):
-            known.update((bytes(fingerprint), row_id) for fingerprint, row_id in batch)
+            if isinstance(batch[0][0], bytes):
+                known.update(batch)
+            else:  # a driver giving memoryviews
+                known.update((bytes(fingerprint), row_id) for fingerprint, row_id in batch)
         return known
     finally:
         cursor.close()

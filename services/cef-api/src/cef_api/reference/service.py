@@ -22,7 +22,7 @@ from sqlmodel import Session
 from cef_api.invoices.models import Invoice, InvoiceStatus
 from cef_api.locks import transaction_lock
 from cef_api.reference import repository
-from cef_api.reference.fingerprints import Fingerprints, Recognised, one_record_a_line
+from cef_api.reference.fingerprints import Fingerprints, Recognised, file_digest, one_record_a_line
 from cef_api.reference.models import ReferenceVersion
 from cef_api.reference.parsers import DATASETS, ROW_TYPES, ReferenceFileError, parse_chunks
 from cef_api.tokeniser_client import Kind, TokeniserClient
@@ -149,9 +149,22 @@ def _stored_chunk(
     at: int | None,
     nhs: dict[Any, str | None],
     dob: dict[Any, str | None],
+    made: list[bytes] | None = None,
 ) -> list[tuple[Any, ...]]:
     """A chunk of parsed rows as table rows: NHS numbers and dates of birth leave as tokens, postcodes
-    as districts, amounts as their exact decimal text."""
+    as districts, amounts as their exact decimal text; with `made`, each row ends with its record's
+    fingerprint (built once: a million rows are held until they are written)."""
+    if made is not None:
+        if dataset == "patients":
+            return [
+                (nhs[n], dob[d] if d is not None else None, district, fingerprint)
+                for (n, d, district, _), fingerprint in zip(chunk, made, strict=True)
+            ]
+        assert at is not None
+        return [
+            (*row[:at], nhs[row[at]], *row[at + 1 :], fingerprint)
+            for row, fingerprint in zip(chunk, made, strict=True)
+        ]
     if dataset == "patients":
         return [(nhs[n], dob[d] if d is not None else None, district) for n, d, district, _ in chunk]
     if at is not None:
@@ -201,11 +214,12 @@ def _rows_for_storage(
         _refused(dataset, "nhs_number", chunk, at, found[0], first)
         if patients:
             _refused(dataset, "date_of_birth", chunk, 1, found[1], first)
-        stored = _stored_chunk(dataset, chunk, at, *found)
+        made = None
         if fingerprints is not None:
-            made = fingerprints.fingerprints[len(rows) : len(rows) + len(stored)]
-            stored = [(*row, fingerprint) for row, fingerprint in zip(stored, made, strict=True)]
-        rows.extend(stored)
+            # The chunks come in the order they were parsed: theirs are the first fingerprints.
+            made = fingerprints.fingerprints[: len(chunk)]
+            del fingerprints.fingerprints[: len(chunk)]
+        rows.extend(_stored_chunk(dataset, chunk, at, *found, made))
         if progress is not None:
             progress(kept + len(rows))
 
@@ -354,6 +368,9 @@ def load_dataset(
     key_version = _patient_key_version(versions, dataset) if dataset in TOKENISED_DATASETS else None
     dob_key_version: int | None = None
     current = versions.get(dataset)
+    digest = file_digest(fingerprint_key, dataset, data) if fingerprint_key is not None else None
+    if digest is not None and current is not None and current.file_digest == digest:
+        return _unchanged(session, current, principal)
     # Read now: the version records are expired with the snapshot below.
     based_on = current.version if current is not None else None
     fingerprints: Fingerprints | None = None
@@ -418,6 +435,7 @@ def load_dataset(
                 dob_key_version=dob_made_under,
                 loaded_at=datetime.now(UTC),
                 loaded_by=actor[:200],
+                file_digest=digest,
             )
         )
         session.flush()
@@ -475,6 +493,40 @@ def load_dataset(
         kept=kept,
         retired=retired,
     )
+
+
+def _unchanged(session: Session, current: ReferenceVersion, principal: Principal | None) -> LoadResult:
+    """The file the version in force was read from, sent again: nothing changes (audited as such)."""
+    result = LoadResult(
+        dataset=current.dataset,
+        rows=current.rows,
+        version=current.version,
+        key_version=current.key_version,
+        dob_key_version=current.dob_key_version,
+        kept=current.rows,
+    )
+    record_event(
+        session,
+        build_event(
+            source=SOURCE,
+            action="update",
+            type="reference.load",
+            outcome="success",
+            principal=principal,
+            entity_type="reference-dataset",
+            entity_id=current.dataset,
+            count=current.rows,
+            detail={
+                "version": current.version,
+                "unchanged": True,
+                "added": 0,
+                "kept": current.rows,
+                "retired": 0,
+            },
+        ),
+    )
+    log.info("reference_unchanged", dataset=current.dataset, rows=current.rows, version=current.version)
+    return result
 
 
 class _ReadWhole(Exception):

@@ -15,7 +15,11 @@ Rows stored before this revision are copies per version: the rows of every super
 retired in the version after theirs. They have no fingerprint, so the first reload of a dataset
 after the upgrade reads the whole file.
 
+`reference_version.file_digest` is a digest of the file a version was read from, keyed the same
+way: the same file sent again changes nothing, and is answered at once.
+
 The (version, nhs_token) indexes become (nhs_token) indexes: a version is now a range of rows.
+The retired rows are indexed by `retired_in`, for pruning.
 
 Revision ID: 0011
 Revises: 0010
@@ -56,6 +60,7 @@ TOKEN_INDEXES = {
 
 def upgrade() -> None:
     bind = op.get_bind()
+    op.add_column("reference_version", sa.Column("file_digest", sa.LargeBinary(32), nullable=True))
     for table, dataset in TABLES.items():
         op.add_column(table, sa.Column("retired_in", sa.Integer(), nullable=True))
         op.add_column(table, sa.Column("fingerprint", sa.LargeBinary(16), nullable=True))
@@ -67,7 +72,15 @@ def upgrade() -> None:
             ),
             {"dataset": dataset},
         )
-        op.create_index(f"ix_{table}_retired_in", table, ["retired_in"])
+        # Partial: the retired rows only, which pruning looks for. A query for the rows in force
+        # (retired_in IS NULL) must not take it for a way in (SQLite would read every row).
+        op.create_index(
+            f"ix_{table}_retired_in",
+            table,
+            ["retired_in"],
+            sqlite_where=sa.text("retired_in IS NOT NULL"),
+            postgresql_where=sa.text("retired_in IS NOT NULL"),
+        )
     for table, old in TOKEN_INDEXES.items():
         op.drop_index(old, table_name=table)
         op.create_index(f"ix_{table}_token", table, ["nhs_token"])
@@ -111,3 +124,5 @@ def downgrade() -> None:
         with op.batch_alter_table(table) as batch:
             batch.drop_column("fingerprint")
             batch.drop_column("retired_in")
+    with op.batch_alter_table("reference_version") as batch:
+        batch.drop_column("file_digest")
