@@ -35,7 +35,7 @@ class RefRow(SQLModel):
     id: int | None = Field(default=None, primary_key=True)
     version: int  # the version that added the row
     retired_in: int | None = None  # the first version the row is not in force in; None: in force
-    fingerprint: bytes | None = Field(default=None, sa_type=LargeBinary(16))
+    fingerprint: bytes | None = Field(default=None, sa_type=LargeBinary(15))
 
 
 class RefGpPractice(RefRow, table=True):

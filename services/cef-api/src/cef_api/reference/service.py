@@ -88,7 +88,7 @@ def _token_errors(dataset: str, what: str, rows_index: list[int]) -> Unprocessab
 
 # Rows parsed, tokenised and stored per step: a tokeniser call of this many values (the tokeniser is
 # built for batches of 100,000 and more) runs while the next chunk is parsed.
-CHUNK_ROWS = 200_000
+CHUNK_ROWS = 100_000
 # Datasets of millions of rows: their repeats are found once the file is read, from its rows sorted
 # by token, not with a map of every key kept while it is (see `_check_repeats`).
 LARGE_DATASETS = frozenset({"patients", "registrations"})

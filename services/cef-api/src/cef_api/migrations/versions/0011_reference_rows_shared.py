@@ -6,7 +6,7 @@ NULL while it is): a row is in force at version v when `version <= v` and `retir
 greater than v. A reload retires the rows whose records left the file and adds the records that
 are new, and the rows of records it still holds stay as they are.
 
-`fingerprint` is a keyed BLAKE2b digest (128 bits) of the record the row was read from, as the
+`fingerprint` is a keyed BLAKE2b digest (120 bits) of the record the row was read from, as the
 file held it (docs/cef-api.md, "Reloads"): a reload recognises an unchanged record by it without
 parsing or tokenising the record again. It is keyed by a key derived from the CEF API's
 key-encryption key, held outside the database, so it cannot be used to confirm a guessed record.
@@ -63,7 +63,7 @@ def upgrade() -> None:
     op.add_column("reference_version", sa.Column("file_digest", sa.LargeBinary(32), nullable=True))
     for table, dataset in TABLES.items():
         op.add_column(table, sa.Column("retired_in", sa.Integer(), nullable=True))
-        op.add_column(table, sa.Column("fingerprint", sa.LargeBinary(16), nullable=True))
+        op.add_column(table, sa.Column("fingerprint", sa.LargeBinary(15), nullable=True))
         # A superseded version's copy is in force at its own version only.
         bind.execute(
             sa.text(
