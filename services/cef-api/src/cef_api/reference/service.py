@@ -450,49 +450,19 @@ def load_dataset(
     else:
         retired = repository.retire_in_force(session, dataset, version)
     repository.insert_rows(session, dataset, version, columns, rows)
-    count = kept + len(rows)
-    added = len(rows)
-    del rows  # the largest thing held: not kept through the commit
-    record_event(
-        session,
-        build_event(
-            source=SOURCE,
-            action="update",
-            type="reference.load",
-            outcome="success",
-            principal=principal,
-            entity_type="reference-dataset",
-            entity_id=dataset,
-            count=count,
-            detail={
-                "version": version,
-                "key_version": made_under,
-                "dob_key_version": dob_made_under,
-                "added": added,
-                "kept": kept,
-                "retired": retired,
-            },
-        ),
-    )
-    log.info(
-        "reference_loaded",
+    result = LoadResult(
         dataset=dataset,
-        rows=count,
-        added=added,
-        kept=kept,
-        retired=retired,
-        version=version,
-    )
-    return LoadResult(
-        dataset=dataset,
-        rows=count,
+        rows=kept + len(rows),
         version=version,
         key_version=made_under,
         dob_key_version=dob_made_under,
-        added=added,
+        added=len(rows),
         kept=kept,
         retired=retired,
     )
+    del rows  # the largest thing held: not kept through the commit
+    _record_load(session, result, principal)
+    return result
 
 
 def _unchanged(session: Session, current: ReferenceVersion, principal: Principal | None) -> LoadResult:
@@ -505,6 +475,24 @@ def _unchanged(session: Session, current: ReferenceVersion, principal: Principal
         dob_key_version=current.dob_key_version,
         kept=current.rows,
     )
+    _record_load(session, result, principal, unchanged=True)
+    return result
+
+
+def _record_load(
+    session: Session, result: LoadResult, principal: Principal | None, *, unchanged: bool = False
+) -> None:
+    """The load's audit event, in the caller's transaction (counts only), and its log line."""
+    detail: dict[str, Any] = {
+        "version": result.version,
+        "key_version": result.key_version,
+        "dob_key_version": result.dob_key_version,
+        "added": result.added,
+        "kept": result.kept,
+        "retired": result.retired,
+    }
+    if unchanged:
+        detail["unchanged"] = True
     record_event(
         session,
         build_event(
@@ -514,19 +502,20 @@ def _unchanged(session: Session, current: ReferenceVersion, principal: Principal
             outcome="success",
             principal=principal,
             entity_type="reference-dataset",
-            entity_id=current.dataset,
-            count=current.rows,
-            detail={
-                "version": current.version,
-                "unchanged": True,
-                "added": 0,
-                "kept": current.rows,
-                "retired": 0,
-            },
+            entity_id=result.dataset,
+            count=result.rows,
+            detail=detail,
         ),
     )
-    log.info("reference_unchanged", dataset=current.dataset, rows=current.rows, version=current.version)
-    return result
+    log.info(
+        "reference_unchanged" if unchanged else "reference_loaded",
+        dataset=result.dataset,
+        rows=result.rows,
+        added=result.added,
+        kept=result.kept,
+        retired=result.retired,
+        version=result.version,
+    )
 
 
 class _ReadWhole(Exception):
