@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from conftest import CommonTestSettings, build_app
 from fastapi import FastAPI
+
+from conftest import CommonTestSettings, build_app
 
 
 def create_app() -> FastAPI:
