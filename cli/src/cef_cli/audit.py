@@ -42,10 +42,37 @@ UrlOption = Annotated[
 ]
 
 
-def _client(data_dir: Path, url: str | None, sub: str) -> httpx.Client:
+TokenFileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--token-file",
+        envvar="CEF_AUDIT_TOKEN_FILE",
+        help="A file holding a bearer token the audit service accepts for audit:read (e.g. from your "
+        "organisation's identity provider), for an audit service other than the local `cef up` "
+        "[default: a token of the local development issuer under DATA_DIR/keys].",
+        dir_okay=False,
+        show_default=False,
+    ),
+]
+
+
+def _token(data_dir: Path, sub: str, token_file: Path | None) -> str:
+    """The caller's token from --token-file, else one minted by the local development issuer."""
+    if token_file is None:
+        return local_token(data_dir, scope="audit:read", audience="audit", sub=sub)
+    try:
+        token = token_file.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read the token file {token_file}: {type(exc).__name__}", code=USAGE)
+    if not token or any(c.isspace() for c in token):
+        fail(f"{token_file} must hold one bearer token (a JWT) and nothing else", code=USAGE)
+    return token
+
+
+def _client(data_dir: Path, url: str | None, sub: str, token_file: Path | None = None) -> httpx.Client:
     import httpx
 
-    token = local_token(data_dir, scope="audit:read", audience="audit", sub=sub)
+    token = _token(data_dir, sub, token_file)
     return httpx.Client(
         base_url=(url or service_url("audit")).rstrip("/"),
         headers={"Authorization": f"Bearer {token}"},
@@ -96,6 +123,7 @@ def _check_kept_signatures(path: Path, kept: list[dict[str, Any]]) -> None:
 def verify(
     data_dir: DataDirOption = Path("var"),
     url: UrlOption = None,
+    token_file: TokenFileOption = None,
     checkpoints: Annotated[
         Path | None,
         typer.Option(
@@ -121,7 +149,7 @@ def verify(
         checkpoints = data_dir / CHECKPOINTS_FILE
     kept = _load_kept(checkpoints)
     _check_kept_signatures(checkpoints, kept)
-    with _client(data_dir, url, "cef-audit-verify") as client:
+    with _client(data_dir, url, "cef-audit-verify", token_file) as client:
         jwks_response = _get(client, "/.well-known/jwks.json")
         if jwks_response.status_code != 200:
             fail(f"cannot read the audit service's keys: {_problem(jwks_response)}", code=UNREACHABLE)
@@ -183,6 +211,7 @@ def verify(
 def events(
     data_dir: DataDirOption = Path("var"),
     url: UrlOption = None,
+    token_file: TokenFileOption = None,
     actor: Annotated[str | None, typer.Option(help="The actor's subject.")] = None,
     org: Annotated[str | None, typer.Option(help="The actor's organisation (ODS code).")] = None,
     action: Annotated[list[str] | None, typer.Option(help="create, read, update, delete or execute.")] = None,
@@ -222,7 +251,7 @@ def events(
         }.items()
         if v
     }
-    with _client(data_dir, url, "cef-audit-events") as client:
+    with _client(data_dir, url, "cef-audit-events", token_file) as client:
         if format != "table":
             try:
                 with client.stream("GET", "/v1/events/export", params={**params, "format": format}) as r:
@@ -266,9 +295,11 @@ def events(
 HISTORY_PAGE = 1000
 
 
-def _next(why: str, args: list[str], data_dir: Path, url: str | None) -> None:
+def _next(why: str, args: list[str], data_dir: Path, url: str | None, token_file: Path | None = None) -> None:
     """Prints the next useful command, as the user can paste it."""
     where = ["--url", url] if url else []
+    if token_file is not None:
+        where += ["--token-file", str(token_file)]
     line = command_line(["audit", *args, *where, *data_dir_args(data_dir)], env_prefix=service_env("audit"))
     out.print(f"\n{why}:\n{line}", soft_wrap=True, highlight=False, markup=False)
 
@@ -292,6 +323,7 @@ def history(
     purpose: Annotated[str | None, typer.Option(help="Why you are looking (recorded in the log).")] = None,
     data_dir: DataDirOption = Path("var"),
     url: UrlOption = None,
+    token_file: TokenFileOption = None,
 ) -> None:
     """Show one entity's history, oldest first.
 
@@ -309,7 +341,7 @@ def history(
         params["purpose"] = purpose
     items: list[dict[str, Any]] = []
     more = False
-    with _client(data_dir, url, "cef-audit-history") as client:
+    with _client(data_dir, url, "cef-audit-history", token_file) as client:
         while True:
             response = _get(client, path, params=params)
             if response.status_code != 200:
@@ -322,7 +354,7 @@ def history(
             params["cursor"] = page["next_cursor"]
     if not items:
         out.print(f"no events about {entity_type} {entity_id}", highlight=False, markup=False)
-        _next("Look for it among all events", ["events", "--entity", entity_id], data_dir, url)
+        _next("Look for it among all events", ["events", "--entity", entity_id], data_dir, url, token_file)
         return
     # Five columns, the narrow ones never wrapped: 80 columns with a whole event type.
     shown = table("seq", "recorded at", "actor", "event", "outcome")
@@ -351,9 +383,10 @@ def history(
             ["history", entity_type, entity_id, "--all"],
             data_dir,
             url,
+            token_file,
         )
     else:
-        _next("Check that nobody rewrote these events", ["verify"], data_dir, url)
+        _next("Check that nobody rewrote these events", ["verify"], data_dir, url, token_file)
 
 
 @app.command("summary")
@@ -365,6 +398,7 @@ def summary(
     purpose: Annotated[str | None, typer.Option(help="Why you are looking (recorded in the log).")] = None,
     data_dir: DataDirOption = Path("var"),
     url: UrlOption = None,
+    token_file: TokenFileOption = None,
 ) -> None:
     """Count a period's events: by type and outcome, and by organisation.
 
@@ -372,7 +406,7 @@ def summary(
     from rich.markup import escape
 
     params = {k: v for k, v in {"since": since, "until": until, "purpose": purpose}.items() if v}
-    with _client(data_dir, url, "cef-audit-summary") as client:
+    with _client(data_dir, url, "cef-audit-summary", token_file) as client:
         response = _get(client, "/v1/summary", params=params)
     if response.status_code != 200:
         fail(_problem(response))
@@ -398,6 +432,8 @@ def summary(
         arg for name, value in (("--since", since), ("--until", until)) if value for arg in (name, value)
     ]
     if body["by_outcome"].get("denied"):
-        _next("See the refused requests", ["events", "--outcome", "denied", *window], data_dir, url)
+        _next(
+            "See the refused requests", ["events", "--outcome", "denied", *window], data_dir, url, token_file
+        )
     else:
-        _next("Check that nobody rewrote the log", ["verify"], data_dir, url)
+        _next("Check that nobody rewrote the log", ["verify"], data_dir, url, token_file)

@@ -310,3 +310,29 @@ def test_history_and_summary_help_give_an_example() -> None:
         result = runner.invoke(cef, ["audit", command, "--help"])
         assert result.exit_code == 0
         assert f"For example: cef audit {command}" in " ".join(result.output.split())
+
+
+def test_a_token_file_reaches_an_audit_service_without_a_local_issuer(
+    server: ServerThread, tmp_path: Path, writer: dict[str, str], reader: dict[str, str]
+) -> None:
+    _post(server, writer, 0, 5)
+    # A directory with no development issuer: the token comes from the file (as one from an
+    # identity provider would), and the next command printed carries it on.
+    elsewhere = tmp_path / "no-keys"
+    token = tmp_path / "token"
+    token.write_text(reader["Authorization"].removeprefix("Bearer ") + "\n")
+    kept = tmp_path / "kept.jsonl"
+    args = ["--data-dir", str(elsewhere), "--url", server.url, "--token-file", str(token)]
+    result = runner.invoke(cef, ["audit", "verify", *args, "--checkpoints", str(kept)])
+    assert result.exit_code == 0, result.output
+    assert "VALID" in result.output
+    result = runner.invoke(cef, ["audit", "summary", *args])
+    assert result.exit_code == 0, result.output
+    assert f"--token-file {token}" in " ".join(w for w in result.output.split() if w != "\\")
+    # Without it, no issuer to mint from; with a file that is not one token, a usage error.
+    result = runner.invoke(cef, ["audit", "verify", "--data-dir", str(elsewhere), "--url", server.url])
+    assert result.exit_code != 0
+    token.write_text("Bearer something else\n")
+    result = runner.invoke(cef, ["audit", "verify", *args])
+    assert result.exit_code == 2
+    assert "must hold one bearer token" in " ".join(result.output.split())
