@@ -86,7 +86,7 @@ class Fingerprints:
 
     `recognise` (a reload) finds, over the file's bytes, the lines whose fingerprints the version in
     force holds (and takes them out of the map it is given). The parser then calls `start` with
-    the header row and `admit` with each record it reads; `fingerprints` gets each record's
+    the header row and `see` with each record it reads; `fingerprints` gets each record's
     digest, in the order the rows are made (the reader takes them as it makes the rows)."""
 
     def __init__(self, key: bytes, dataset: str) -> None:
@@ -102,20 +102,17 @@ class Fingerprints:
     def start(self, header: list[str]) -> None:
         self._file_key = self._keyed_by(",".join(header).encode())
 
-    def admit(self, record: list[str]) -> bool:
-        """Records the record's fingerprint; every record is parsed."""
+    def see(self, record: list[str]) -> None:
+        """Keeps the record's fingerprint: its fields joined by commas are its line."""
         self.fingerprints.append(
             hashlib.blake2b(",".join(record).encode(), key=self._file_key, digest_size=DIGEST_BYTES).digest()
         )
-        return True
 
-    def recognise(self, data: bytes, known: dict[bytes, int]) -> Recognised | None:
-        """The file less the lines whose fingerprints `known` (fingerprint → row id of the rows in
-        force) holds, read a line at a time; None when the file is not one record a line (it is then
-        read whole). Each line recognised takes its fingerprint out of `known`, so a line written
-        twice is recognised once: the second is read, and refused as a repeat of the first."""
-        if not one_record_a_line(data):
-            return None
+    def recognise(self, data: bytes, known: dict[bytes, int]) -> Recognised:
+        """The file (one record a line: `one_record_a_line`) less the lines whose fingerprints `known`
+        (fingerprint → row id of the rows in force) holds, read a line at a time. Each line
+        recognised takes its fingerprint out of `known`, so a line written twice is recognised
+        once: the second is read, and refused as a repeat of the first."""
         lines = io.BytesIO(data)
         first = lines.readline()
         # The parser reads the header after the byte order mark, as the lines are written.

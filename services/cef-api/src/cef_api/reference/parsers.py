@@ -394,13 +394,13 @@ def _as_tuple(row: Any) -> tuple[Any, ...]:
     return tuple(getattr(row, name) for name in row.__slots__)
 
 
-class RecordFilter(Protocol):
-    """Chooses the records of a file to parse (see `reference.fingerprints`): told the header row,
-    then asked about each record of the right width; a record it turns down is left out unread."""
+class RecordWatcher(Protocol):
+    """Sees a file's records as the parser reads them (see `reference.fingerprints`): told the
+    header row, then each record of the right width, in the order their rows are made."""
 
     def start(self, header: list[str]) -> None: ...
 
-    def admit(self, record: list[str]) -> bool: ...
+    def see(self, record: list[str]) -> None: ...
 
 
 def _table_chunks(
@@ -409,11 +409,11 @@ def _table_chunks(
     fmt: _TableFormat,
     chunk_rows: int,
     check_repeats: bool,
-    only: RecordFilter | None = None,
+    watch: RecordWatcher | None = None,
 ) -> Iterator[list[tuple[Any, ...]]]:
     """The rows as tuples, `chunk_rows` at a time. Once a problem is found no chunk follows: the rest
     of the file is still checked, for its first problems, and ReferenceFileError ends the iteration.
-    With `only`, the records it turns down are neither parsed nor given."""
+    `watch` sees each record before its row is made."""
     problems = _Problems(dataset)
     records = _records(dataset, text)
     header_line, header = next(records, (1, []))
@@ -435,8 +435,8 @@ def _table_chunks(
             f"(needed: {', '.join(fmt.columns)})",
         )
     width = len(names)
-    if only is not None:
-        only.start(header)
+    if watch is not None:
+        watch.start(header)
     fast = fmt.fast(positions) if fmt.fast is not None else None
     key_of = fmt.key
     rows: list[tuple[Any, ...]] = []
@@ -446,8 +446,8 @@ def _table_chunks(
         if len(record) != width:
             problems.add(line, None, f"has {len(record)} fields where the header row has {width}")
             continue
-        if only is not None and not only.admit(record):
-            continue
+        if watch is not None:
+            watch.see(record)
         row = fast(record) if fast is not None else None
         if row is None:
             fields = _Fields({name: record[i].strip() for name, i in positions.items()}, line, problems)
@@ -825,7 +825,7 @@ def parse_chunks(
     chunk_rows: int = 200_000,
     *,
     check_repeats: bool = True,
-    only: RecordFilter | None = None,
+    watch: RecordWatcher | None = None,
 ) -> Iterator[list[tuple[Any, ...]]]:
     """`parse_dataset` for files of millions of rows: the rows as tuples of their row type's fields
     (`ROW_TYPES`), `chunk_rows` at a time, as the file is read. The whole file is still checked
@@ -833,16 +833,14 @@ def parse_chunks(
     file's first problems, as `parse_dataset` gives them) ends the iteration. A caller keeps nothing
     of the chunks it was given before that error. `check_repeats=False` leaves finding two rows of
     one key to the caller (who must then parse again with it to refuse the file as it should be).
-    `only` (a file with a header row, and `check_repeats=False`) leaves out the records it turns
-    down: the file is then checked but for them, and a caller must read it whole to be told the
-    problems of a refused file as a whole read tells them."""
+    `watch` (a file with a header row) sees each record before its row is made."""
     if dataset not in DATASETS:
         # Not quoted: the name is the caller's text (a path segment).
         raise UnknownDatasetError(f"Unknown reference dataset; use one of {', '.join(DATASETS)}.")
     if not data.strip():
         raise _Problems(dataset).refuse(1, None, "is empty")
-    if only is not None and (dataset == "gp-practices" or check_repeats):
-        raise ValueError("only a file with a header row, its repeats left to the caller, can be filtered")
+    if watch is not None and dataset == "gp-practices":
+        raise ValueError("only the records of a file with a header row can be watched")
     if dataset == "gp-practices":
         rows = [_as_tuple(r) for r in _parse_epraccur(dataset, _decode(dataset, data, latin1_fallback=True))]
         for start in range(0, len(rows), chunk_rows):
@@ -854,7 +852,7 @@ def parse_chunks(
         _TABLES[dataset],
         chunk_rows,
         check_repeats,
-        only,
+        watch,
     )
 
 

@@ -191,7 +191,7 @@ def _rows_for_storage(
     record's fingerprint (the `fingerprint` column). `kept`: rows a reload keeps, for `progress`."""
     columns, at = _storage_columns(dataset)
     large = dataset in LARGE_DATASETS
-    chunks = parse_chunks(dataset, data, CHUNK_ROWS, check_repeats=not large, only=fingerprints)
+    chunks = parse_chunks(dataset, data, CHUNK_ROWS, check_repeats=not large, watch=fingerprints)
     if fingerprints is not None:
         columns = [*columns, "fingerprint"]
     if at is None:
@@ -383,9 +383,8 @@ def load_dataset(
             known = repository.fingerprints_in_force(session, dataset)
             if known:
                 recognised = fingerprints.recognise(data, known)
-            del known
-            if recognised is not None:
                 key_version, dob_key_version = current.key_version, current.dob_key_version
+            del known
     # The snapshot read above must not be the one the write starts from (SQLite would refuse to
     # upgrade it once another writer has committed meanwhile): the write begins afresh below.
     session.rollback()
